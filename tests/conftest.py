@@ -1,0 +1,20 @@
+"""Shared test fixtures. Real data lives in ../shared/data beside the project root (read-only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path to ../shared/data; the suite requires it (CI always has it beside the clone)."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(
+            f"real test data not found at {SHARED_DATA} (expected ../shared beside the repo)"
+        )
+    return SHARED_DATA
