@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from petctiqa.colormaps import COLORMAP_NAMES
 from petctiqa.errors import ProtocolError
 
 DEFAULT_DATASET_PROTOCOL = "pet-ct-iqa-ds"
@@ -255,7 +256,7 @@ def parse_dataset_protocol(data: dict[str, Any], source: str) -> DatasetProtocol
         mode=ren.string("mode", "fused", choices=RENDER_MODES),
         ct_window_width=ren.number("ct_window_width", low=1.0),
         ct_window_level=ren.number("ct_window_level", low=-2000.0, high=4000.0),
-        colormap=ren.string("colormap", "hot"),
+        colormap=ren.string("colormap", "hot", choices=COLORMAP_NAMES),
         suv_min=ren.number("suv_min", 0.0, low=0.0),
         suv_max=ren.number("suv_max", low=0.0),
         ct_weight=ren.number("ct_weight", low=0.0, high=1.0),

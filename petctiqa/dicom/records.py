@@ -9,6 +9,21 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class SliceGeometry:
+    """Header geometry of one image instance (no pixel data), as read by the indexer."""
+
+    sop_instance_uid: str
+    image_position: tuple[float, float, float]
+    """ImagePositionPatient: centre of the first (top-left) voxel, patient mm (DICOM LPS)."""
+    image_orientation: tuple[float, float, float, float, float, float]
+    """ImageOrientationPatient: direction cosines of the row then of the column."""
+    rows: int
+    columns: int
+    pixel_spacing: tuple[float, float]
+    """(row spacing, column spacing) in mm."""
+
+
+@dataclass(frozen=True)
 class SeriesInfo:
     """One image series, indexed from headers only (no pixel data read)."""
 
@@ -30,6 +45,10 @@ class SeriesInfo:
     """PET: the Units tag (BQML, GML, CNTS, ...); CT: "HU"."""
     files: tuple[Path, ...]
     """One file per instance, in no particular order (volume loading sorts by geometry)."""
+    study_date: str = ""
+    """StudyDate as stored (YYYYMMDD), "" when absent."""
+    slice_geometry: tuple[SliceGeometry, ...] = ()
+    """Header geometry of each file, aligned with ``files`` (empty when not indexed from headers)."""
 
     @property
     def n_slices(self) -> int:

@@ -1,0 +1,732 @@
+"""Build a PET-CT-IQA-DS-style dataset: parallel, deterministic, resumable.
+
+Work is done in two kinds of tasks, run by a process pool:
+
+1. one task per patient (:func:`prepare_patient`): load the CT (HU) and PET (SUV) volumes once,
+   choose the K slices, render each slice's undistorted reference once and write it as a
+   lossless PNG (``references/<slice_id>.png``);
+2. one task per slice (:func:`distort_slice`): read the reference, make its 27 distorted images
+   (the generator of image ``<slice_id>_<code>`` is ``rng_for(seed, image_id)``), write them and
+   the slice's contact sheet.
+
+Every file is written atomically. After each task a small JSON state file under
+``.build-state/`` records what was written and its sha256, so a rerun with the same settings
+verifies finished files by hash and redoes only what is missing or damaged: the result is
+byte-identical for any ``--jobs`` and after any interruption. ``manifest.csv``, ``split.csv``
+and ``dataset.json`` are written (atomically) only once every image is in place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+
+from petctiqa import __version__
+from petctiqa.atomic import atomic_write_bytes, atomic_write_text
+from petctiqa.dataset.manifest import MANIFEST_NAME, ImageRecord, write_manifest
+from petctiqa.dataset.select import (
+    NoUsableSlices,
+    best_pair_per_patient,
+    body_fractions,
+    choose_slices,
+    order_candidates,
+)
+from petctiqa.dataset.sheets import SheetTile, contact_sheet_png
+from petctiqa.dataset.split import SPLIT_NAME, split_patients, write_split
+from petctiqa.errors import DatasetError
+from petctiqa.protocol import DatasetProtocol, RenderSettings
+from petctiqa.seeding import rng_for
+
+if TYPE_CHECKING:
+    from petctiqa.dicom.pairing import PetCtPair
+    from petctiqa.distort import DistortionSpec
+
+STATE_DIR = ".build-state"
+PHANTOM_DIR = "phantom-dicom"
+DATASET_JSON = "dataset.json"
+IMAGE_SUFFIX = {"jpeg": ".jpg", "png": ".png"}
+DATASET_FORMAT_VERSION = 1
+
+Log = Callable[[str], None]
+
+
+# ----------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What to build and where. ``None`` means "take it from the protocol"."""
+
+    out_dir: Path
+    protocol: DatasetProtocol
+    src: Path | None = None
+    """DICOM tree; ``None`` generates the built-in phantom under ``out_dir/phantom-dicom``."""
+    seed: int = 0
+    jobs: int | None = None
+    """Worker processes; ``None`` = all available cores; 1 runs everything in this process."""
+    patients: int | None = None
+    slices: int | None = None
+    image_format: str | None = None
+    patient_list: tuple[str, ...] | None = None
+    """Explicit patient IDs, tried in this order (instead of the seeded order)."""
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class SlicePlan:
+    """One chosen CT slice and its reference render."""
+
+    slice_id: str
+    slice_number: int
+    ct_index: int
+    position_mm: float
+    ct_sop_uid: str
+    reference: str
+    """Relative path of the reference PNG."""
+    reference_sha256: str
+
+
+@dataclass(frozen=True)
+class PatientPlan:
+    """A patient's PET/CT pair (by UID) and its K slices."""
+
+    patient_id: str
+    study_uid: str
+    ct_series_uid: str
+    pet_series_uid: str
+    frame_of_reference_uid: str
+    slices: tuple[SlicePlan, ...]
+
+
+@dataclass(frozen=True)
+class SliceOutcome:
+    slice_id: str
+    image_sha256: tuple[tuple[str, str], ...]
+    """(image_id, sha256) for the 27 images in grid order."""
+    written: int
+    """Images (re)written by this task; the others were verified by hash."""
+
+
+@dataclass(frozen=True)
+class BuildSummary:
+    out_dir: Path
+    source: Path
+    used_phantom: bool
+    patients: tuple[str, ...]
+    slices: int
+    images: int
+    images_written: int
+    images_verified: int
+    seconds: float
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: Path) -> str | None:
+    """sha256 of a file's bytes, or ``None`` when it does not exist."""
+    try:
+        return sha256_hex(path.read_bytes())
+    except FileNotFoundError:
+        return None
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    """Lossless PNG of a uint8 (H, W, 3) RGB image (fixed settings, so identical input -> bytes)."""
+    bgr = cv2.cvtColor(np.ascontiguousarray(rgb, dtype=np.uint8), cv2.COLOR_RGB2BGR)
+    ok, png = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:  # pragma: no cover
+        raise RuntimeError("PNG encoding failed")
+    return png.tobytes()
+
+
+def decode_rgb(data: bytes) -> np.ndarray:
+    """uint8 (H, W, 3) RGB pixels of an encoded PNG or JPEG."""
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DatasetError("cannot decode image")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def slice_id_for(patient_id: str, slice_number: int) -> str:
+    return f"{patient_id}_s{slice_number}"
+
+
+def image_rel_path(image_id: str, image_format: str) -> str:
+    return f"images/{image_id}{IMAGE_SUFFIX[image_format]}"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(value, indent=2) + "\n")
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): value}
+
+
+# ----------------------------------------------------------------------------- worker tasks
+
+
+@dataclass(frozen=True)
+class PatientTask:
+    pair: PetCtPair
+    out_dir: Path
+    slices: int
+    margin_fraction: float
+    min_body_fraction: float
+    render: RenderSettings
+
+
+def prepare_patient(task: PatientTask) -> PatientPlan:
+    """Load one patient's volumes, choose K slices and write their reference renders."""
+    from petctiqa.dicom.suv import load_pet_suv
+    from petctiqa.dicom.volume import load_volume
+    from petctiqa.render import render_slice
+
+    pair = task.pair
+    ct = load_volume(pair.ct)
+    pet = load_pet_suv(pair.pet)
+    try:
+        chosen = choose_slices(
+            ct.slice_positions_mm,
+            body_fractions(ct.array),
+            pair.overlap_mm,
+            task.slices,
+            task.margin_fraction,
+            task.min_body_fraction,
+        )
+    except NoUsableSlices as exc:
+        raise NoUsableSlices(f"patient {pair.patient_id}: {exc}") from None
+    positions = ct.slice_positions_mm
+    plans = []
+    for number, ct_index in enumerate(chosen, start=1):
+        slice_id = slice_id_for(pair.patient_id, number)
+        png = encode_png(render_slice(ct, pet, ct_index, task.render))
+        reference = f"references/{slice_id}.png"
+        target = task.out_dir / reference
+        if file_sha256(target) != sha256_hex(png):
+            atomic_write_bytes(target, png)
+        plans.append(
+            SlicePlan(
+                slice_id=slice_id,
+                slice_number=number,
+                ct_index=int(ct_index),
+                position_mm=round(float(positions[ct_index]), 3),
+                ct_sop_uid=ct.sop_instance_uids[ct_index],
+                reference=reference,
+                reference_sha256=sha256_hex(png),
+            )
+        )
+    plan = PatientPlan(
+        patient_id=pair.patient_id,
+        study_uid=pair.study_uid,
+        ct_series_uid=pair.ct.series_uid,
+        pet_series_uid=pair.pet.series_uid,
+        frame_of_reference_uid=pair.frame_of_reference_uid,
+        slices=tuple(plans),
+    )
+    _write_json(_patient_state_path(task.out_dir, pair.patient_id), dataclasses.asdict(plan))
+    return plan
+
+
+@dataclass(frozen=True)
+class SliceTask:
+    plan: SlicePlan
+    out_dir: Path
+    specs: tuple[DistortionSpec, ...]
+    seed: int
+    image_format: str
+    subsampling: str
+    expected: tuple[tuple[str, str], ...] | None
+    """(image_id, sha256) recorded by an earlier run for this reference, if any."""
+    sheet_sha256: str | None
+
+
+def distort_slice(task: SliceTask) -> SliceOutcome:
+    """Write the 27 distorted images of one slice and its contact sheet (skipping verified ones)."""
+    from petctiqa.distort import distort_image
+
+    plan = task.plan
+    reference_bytes = (task.out_dir / plan.reference).read_bytes()
+    if sha256_hex(reference_bytes) != plan.reference_sha256:
+        raise DatasetError(
+            f"{task.out_dir / plan.reference}: reference render changed during build"
+        )
+    reference = decode_rgb(reference_bytes)
+    expected = dict(task.expected or ())
+    hashes: list[tuple[str, str]] = []
+    tiles: list[SheetTile] = []
+    written = 0
+    for spec in task.specs:
+        image_id = f"{plan.slice_id}_{spec.code}"
+        path = task.out_dir / image_rel_path(image_id, task.image_format)
+        data: bytes | None = None
+        if image_id in expected and path.is_file():
+            on_disk = path.read_bytes()
+            if sha256_hex(on_disk) == expected[image_id]:
+                data = on_disk
+        if data is None:
+            data = distort_image(
+                reference, spec, rng_for(task.seed, image_id), task.image_format, task.subsampling
+            )
+            atomic_write_bytes(path, data)
+            written += 1
+        hashes.append((image_id, sha256_hex(data)))
+        tiles.append(
+            SheetTile(
+                spec.poisson_level, spec.gaussian_level, spec.jpeg_level, spec.jpeg_quality, data
+            )
+        )
+    sheet_path = task.out_dir / "sheets" / f"{plan.slice_id}.png"
+    sheet_sha = task.sheet_sha256
+    if written or sheet_sha is None or file_sha256(sheet_path) != sheet_sha:
+        title = f"{plan.slice_id}   slice {plan.slice_number}   {plan.position_mm:.1f} mm"
+        sheet = contact_sheet_png(title, tiles)
+        atomic_write_bytes(sheet_path, sheet)
+        sheet_sha = sha256_hex(sheet)
+    _write_json(
+        _slice_state_path(task.out_dir, plan.slice_id),
+        {
+            "reference_sha256": plan.reference_sha256,
+            "images": dict(hashes),
+            "sheet_sha256": sheet_sha,
+        },
+    )
+    return SliceOutcome(plan.slice_id, tuple(hashes), written)
+
+
+# ----------------------------------------------------------------------------- state files
+
+
+def _patient_state_path(out_dir: Path, patient_id: str) -> Path:
+    return out_dir / STATE_DIR / "patients" / f"{patient_id}.json"
+
+
+def _slice_state_path(out_dir: Path, slice_id: str) -> Path:
+    return out_dir / STATE_DIR / "slices" / f"{slice_id}.json"
+
+
+def _reusable_patient_plan(out_dir: Path, pair: PetCtPair, k: int) -> PatientPlan | None:
+    """The plan recorded by an earlier run, if it is for this pair and its references verify."""
+    state = _read_json(_patient_state_path(out_dir, pair.patient_id))
+    if state is None:
+        return None
+    try:
+        plan = PatientPlan(
+            **{**state, "slices": tuple(SlicePlan(**s) for s in state["slices"])}  # type: ignore[arg-type]
+        )
+    except (KeyError, TypeError):
+        return None
+    same_pair = (plan.study_uid, plan.ct_series_uid, plan.pet_series_uid) == (
+        pair.study_uid,
+        pair.ct.series_uid,
+        pair.pet.series_uid,
+    )
+    if not same_pair or len(plan.slices) != k:
+        return None
+    for item in plan.slices:
+        if file_sha256(out_dir / item.reference) != item.reference_sha256:
+            return None
+    return plan
+
+
+def _slice_task(
+    plan: SlicePlan, out_dir: Path, specs: tuple, seed: int, image_format: str, subsampling: str
+) -> SliceTask:
+    state = _read_json(_slice_state_path(out_dir, plan.slice_id)) or {}
+    expected = None
+    sheet = None
+    if state.get("reference_sha256") == plan.reference_sha256 and isinstance(
+        state.get("images"), dict
+    ):
+        expected = tuple(sorted((str(k), str(v)) for k, v in state["images"].items()))
+        sheet = state.get("sheet_sha256")
+    return SliceTask(plan, out_dir, specs, seed, image_format, subsampling, expected, sheet)
+
+
+def build_settings(options: BuildOptions, n_patients: int, k: int, image_format: str) -> dict:
+    """Everything that determines the dataset's bytes (checked against an earlier run)."""
+    protocol = dataclasses.asdict(options.protocol)
+    protocol.pop("source", None)
+    return {
+        "protocol": protocol,
+        "seed": options.seed,
+        "patients": n_patients,
+        "slices_per_patient": k,
+        "image_format": image_format,
+        "patient_list": list(options.patient_list) if options.patient_list else None,
+        "source": "phantom" if options.src is None else "dicom",
+    }
+
+
+def check_settings(out_dir: Path, settings: dict) -> None:
+    """Refuse to mix a new build into an output folder built with different settings."""
+    previous = _read_json(out_dir / STATE_DIR / "build.json")
+    if previous is None:
+        return
+    old, new = (
+        _flatten(json.loads(json.dumps(previous))),
+        _flatten(json.loads(json.dumps(settings))),
+    )
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            raise DatasetError(
+                f"{out_dir}: holds a dataset built with different settings ({key}: "
+                f"{old.get(key)!r} before, {new.get(key)!r} now); use another --out"
+            )
+
+
+# ----------------------------------------------------------------------------- executors
+
+
+class InlineExecutor(Executor):
+    """Runs each task at submission, in this process (``--jobs 1``)."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:  # type: ignore[override]
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _die_with_parent() -> None:
+    """Worker initializer: on Linux, end this worker when the main process dies (even by
+    SIGKILL), instead of leaving it waiting for work forever."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux/glibc: nothing to do
+        pass
+
+
+def _executor(jobs: int) -> Executor:
+    if jobs == 1:
+        return InlineExecutor()
+    return ProcessPoolExecutor(max_workers=jobs, initializer=_die_with_parent)
+
+
+# ----------------------------------------------------------------------------- source
+
+
+def ensure_phantom(out_dir: Path, patients: int, seed: int, progress: bool, log: Log) -> Path:
+    """The phantom DICOM tree under ``out_dir/phantom-dicom``, generated once and then reused."""
+    from petctiqa.phantom import write_phantom_tree
+
+    root = out_dir / PHANTOM_DIR
+    marker = out_dir / STATE_DIR / "phantom.json"
+    wanted = {"patients": patients, "seed": seed, "petctiqa_version": __version__}
+    if root.is_dir() and _read_json(marker) == wanted:
+        log(
+            f"no --src given: using the built-in synthetic PET/CT phantom ({patients} patients, "
+            f"seed {seed}) already in {root}"
+        )
+        return root
+    log(
+        f"no --src given: generating the built-in synthetic PET/CT phantom ({patients} patients, "
+        f"seed {seed}) in {root}"
+    )
+    tmp = out_dir / f".{PHANTOM_DIR}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_phantom_tree(tmp, patients=patients, seed=seed, progress=progress)
+    if root.exists():
+        shutil.rmtree(root)
+    os.replace(tmp, root)
+    _write_json(marker, wanted)
+    return root
+
+
+def _find_pairs(src: Path, progress: bool, log: Log) -> list[PetCtPair]:
+    from petctiqa.dicom.index import index_dicom_tree
+    from petctiqa.dicom.pairing import find_pet_ct_pairs
+
+    if not src.is_dir():
+        raise DatasetError(f"{src}: source folder not found")
+    index = index_dicom_tree(src, progress=progress)
+    if index.skipped:
+        first = index.skipped[0]
+        log(f"skipped {len(index.skipped)} files in {src} (e.g. {first.path}: {first.reason})")
+    if not index.series:
+        raise DatasetError(
+            f"{src}: no DICOM image series found ({len(index.skipped)} files skipped)"
+        )
+    pairs = find_pet_ct_pairs(index)
+    if not pairs:
+        modalities = sorted({s.modality for s in index.series})
+        if "PT" not in modalities:
+            raise DatasetError(
+                f"{src}: no PET series (Modality PT) found; series present: {', '.join(modalities)}"
+            )
+        raise DatasetError(
+            f"{src}: no PET series has a CT series of the same study and frame of reference"
+        )
+    return pairs
+
+
+# ----------------------------------------------------------------------------- orchestration
+
+
+def _records(
+    plans: list[PatientPlan],
+    specs: tuple,
+    outcomes: dict[str, SliceOutcome],
+    seed: int,
+    image_format: str,
+    poisson_form: str,
+) -> list[ImageRecord]:
+    records = []
+    for plan in sorted(plans, key=lambda p: p.patient_id):
+        for item in plan.slices:
+            hashes = dict(outcomes[item.slice_id].image_sha256)
+            for spec in specs:
+                image_id = f"{item.slice_id}_{spec.code}"
+                records.append(
+                    ImageRecord(
+                        image=image_rel_path(image_id, image_format),
+                        image_id=image_id,
+                        patient_id=plan.patient_id,
+                        slice_id=item.slice_id,
+                        slice_number=item.slice_number,
+                        slice_position_mm=item.position_mm,
+                        study_uid=plan.study_uid,
+                        ct_series_uid=plan.ct_series_uid,
+                        pet_series_uid=plan.pet_series_uid,
+                        ct_sop_uid=item.ct_sop_uid,
+                        frame_of_reference_uid=plan.frame_of_reference_uid,
+                        reference=item.reference,
+                        poisson_level=spec.poisson_level,
+                        gaussian_level=spec.gaussian_level,
+                        jpeg_level=spec.jpeg_level,
+                        poisson_form=poisson_form,
+                        poisson_value=float(spec.poisson_value),
+                        gaussian_sigma=float(spec.gaussian_sigma),
+                        jpeg_quality=int(spec.jpeg_quality),
+                        seed=seed,
+                        sha256=hashes[image_id],
+                    )
+                )
+    return records
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", desc="build-dataset", disable=not enabled, leave=True)
+
+
+def build_dataset(options: BuildOptions, log: Log | None = None) -> BuildSummary:
+    """Build (or resume, or verify) the dataset described by ``options``.
+
+    Returns only when every image, reference, contact sheet, ``manifest.csv``, ``split.csv`` and
+    ``dataset.json`` is in place; any user-caused problem raises a :class:`PetctiqaError`
+    subclass whose message names the file or field, leaving earlier output intact.
+    """
+    from petctiqa.distort import distortion_grid
+
+    log = log or (lambda message: None)
+    started = time.perf_counter()
+    protocol = options.protocol
+    out_dir = Path(options.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DatasetError(f"{out_dir}: output path exists and is not a folder")
+    n_patients = options.patients or (
+        len(options.patient_list) if options.patient_list else protocol.selection.patients
+    )
+    k = options.slices or protocol.selection.slices_per_patient
+    image_format = options.image_format or protocol.output.image_format
+    if image_format not in IMAGE_SUFFIX:
+        raise DatasetError(f"image format must be jpeg or png, got {image_format!r}")
+    if n_patients < 1 or k < 1:
+        raise DatasetError(f"patients and slices must be >= 1, got {n_patients} and {k}")
+    jobs = options.jobs or available_cores()
+    specs = tuple(distortion_grid(protocol.distortions))
+    settings = build_settings(options, n_patients, k, image_format)
+    check_settings(out_dir, settings)
+
+    used_phantom = options.src is None
+    if used_phantom:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        src = ensure_phantom(out_dir, n_patients, options.seed, options.progress, log)
+    else:
+        src = Path(options.src)  # type: ignore[arg-type]
+    best = best_pair_per_patient(_find_pairs(src, options.progress, log))
+    if len(best) < n_patients:
+        raise DatasetError(
+            f"{src}: {len(best)} patients have a PET/CT pair, {n_patients} requested "
+            f"(use --patients {len(best)})"
+        )
+    candidates = iter(order_candidates(list(best), options.seed, options.patient_list))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(out_dir / STATE_DIR / "build.json", settings)
+
+    sel = protocol.selection
+    total = n_patients * k * len(specs)
+    plans: dict[str, PatientPlan] = {}
+    outcomes: dict[str, SliceOutcome] = {}
+    rejected: list[str] = []
+    running: dict[Future, tuple[str, str]] = {}
+    patients_in_flight = 0
+    bar = _progress_bar(total, options.progress)
+    executor = _executor(jobs)
+
+    def submit_slices(plan: PatientPlan) -> None:
+        for item in plan.slices:
+            task = _slice_task(
+                item,
+                out_dir,
+                specs,
+                options.seed,
+                image_format,
+                protocol.distortions.jpeg_subsampling,
+            )
+            running[executor.submit(distort_slice, task)] = ("slice", item.slice_id)
+
+    def next_candidates() -> Iterator[str]:
+        while len(plans) + patients_in_flight < n_patients:
+            pid = next(candidates, None)
+            if pid is None:
+                return
+            yield pid
+
+    try:
+        while True:
+            for pid in next_candidates():
+                reused = _reusable_patient_plan(out_dir, best[pid], k)
+                if reused is not None:
+                    plans[pid] = reused
+                    submit_slices(reused)
+                    continue
+                task = PatientTask(
+                    best[pid],
+                    out_dir,
+                    k,
+                    sel.margin_fraction,
+                    sel.min_body_fraction,
+                    protocol.render,
+                )
+                running[executor.submit(prepare_patient, task)] = ("patient", pid)
+                patients_in_flight += 1
+            if not running:
+                break
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in sorted(done, key=lambda f: running[f]):
+                kind, key = running.pop(future)
+                if kind == "patient":
+                    patients_in_flight -= 1
+                    try:
+                        plan = future.result()
+                    except NoUsableSlices as exc:
+                        rejected.append(str(exc))
+                        log(f"skipping {exc}")
+                        continue
+                    plans[key] = plan
+                    submit_slices(plan)
+                else:
+                    outcome = future.result()
+                    outcomes[key] = outcome
+                    bar.update(len(outcome.image_sha256))
+                bar.set_postfix_str(f"patients {len(plans)}/{n_patients}", refresh=False)
+    except BaseException:
+        for future in running:
+            future.cancel()
+        executor.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+        raise
+    executor.shutdown(wait=True)
+    bar.close()
+
+    if len(plans) < n_patients:
+        reasons = "; ".join(rejected) if rejected else "not enough candidates"
+        raise DatasetError(
+            f"{src}: only {len(plans)} of {n_patients} requested patients have {k} usable slices "
+            f"({reasons})"
+        )
+    records = _records(
+        list(plans.values()),
+        specs,
+        outcomes,
+        options.seed,
+        image_format,
+        protocol.distortions.poisson_form,
+    )
+    if len(records) != total:  # a bug, not a user error
+        raise RuntimeError(f"built {len(records)} images, expected {total}")
+    split = split_patients(list(plans), protocol.output.test_fraction, options.seed)
+    write_manifest(out_dir / MANIFEST_NAME, records)
+    write_split(out_dir / SPLIT_NAME, split)
+    _write_json(
+        out_dir / DATASET_JSON,
+        {
+            "format_version": DATASET_FORMAT_VERSION,
+            "petctiqa_version": __version__,
+            "protocol": protocol.name,
+            "protocol_source": protocol.source,
+            "seed": options.seed,
+            "image_format": image_format,
+            "source": PHANTOM_DIR if used_phantom else str(src),
+            "source_kind": "phantom" if used_phantom else "dicom",
+            "counts": {
+                "patients": len(plans),
+                "slices_per_patient": k,
+                "slices": len(plans) * k,
+                "distortions": len(specs),
+                "images": len(records),
+                "train_patients": sum(v == "train" for v in split.values()),
+                "test_patients": sum(v == "test" for v in split.values()),
+            },
+            "patients": sorted(plans),
+            "files": {"manifest": MANIFEST_NAME, "split": SPLIT_NAME},
+            "settings": settings,
+        },
+    )
+    written = sum(o.written for o in outcomes.values())
+    return BuildSummary(
+        out_dir=out_dir,
+        source=src,
+        used_phantom=used_phantom,
+        patients=tuple(sorted(plans)),
+        slices=len(plans) * k,
+        images=len(records),
+        images_written=written,
+        images_verified=len(records) - written,
+        seconds=time.perf_counter() - started,
+    )

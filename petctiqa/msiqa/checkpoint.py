@@ -1,0 +1,129 @@
+"""MS-IQA checkpoints: one ``torch.save`` dict that holds everything scoring needs.
+
+Keys: ``format`` ("petctiqa-msiqa"), ``format_version`` (1), ``architecture`` ("MS-IQA"),
+``config`` (:class:`MsIqaConfig` as a dict), ``label_scale`` ({"low", "high"}: the MOS values that
+map to 0 and 1 in training), ``mos_range`` (the rating scale, (0, 4)), ``versions`` (petctiqa,
+torch, timm), ``model`` (state dict), and training state (``epoch``, ``optimizer``, ``scaler``,
+``history``, ``best``, ``train_groups``, ``test_groups``, ``rng``) where present. Files are
+written atomically and read with ``weights_only=True`` (no code runs on load).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from petctiqa import __version__
+from petctiqa.atomic import atomic_write_bytes
+from petctiqa.errors import ModelError
+
+CHECKPOINT_FORMAT = "petctiqa-msiqa"
+CHECKPOINT_VERSION = 1
+ARCHITECTURE = "MS-IQA"
+
+
+@dataclass(frozen=True)
+class LabelScale:
+    """Min-max label normalisation: ``normalised = (mos - low) / (high - low)``."""
+
+    low: float
+    high: float
+
+    def __post_init__(self) -> None:
+        if not self.high > self.low:
+            raise ModelError(f"label scale: high ({self.high}) must exceed low ({self.low})")
+
+    def normalise(self, mos):
+        return (mos - self.low) / (self.high - self.low)
+
+    def denormalise(self, value):
+        return value * (self.high - self.low) + self.low
+
+
+def versions() -> dict[str, str]:
+    import timm
+    import torch
+
+    return {"petctiqa": __version__, "torch": str(torch.__version__), "timm": str(timm.__version__)}
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` (with format keys added) atomically to ``path``."""
+    import torch
+
+    full = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "architecture": ARCHITECTURE,
+        "versions": versions(),
+        "mos_range": [0.0, 4.0],
+        **payload,
+    }
+    buffer = io.BytesIO()
+    torch.save(full, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
+    """Load and validate a checkpoint dict; ModelError for anything that is not ours."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: checkpoint not found")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = next((ln for ln in lines if "Unpickler error" in ln), lines[0] if lines else "")
+        first = detail or type(exc).__name__
+        raise ModelError(f"{path}: not a readable petctiqa checkpoint ({first})") from None
+    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise ModelError(
+            f"{path}: not a petctiqa MS-IQA checkpoint (format {found!r}, "
+            f"expected {CHECKPOINT_FORMAT!r})"
+        )
+    if data.get("architecture") != ARCHITECTURE:
+        raise ModelError(
+            f"{path}: checkpoint is for architecture {data.get('architecture')!r}, "
+            f"not {ARCHITECTURE!r}"
+        )
+    version = data.get("format_version")
+    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
+        raise ModelError(
+            f"{path}: checkpoint format_version {version!r} is newer than this petctiqa "
+            f"supports ({CHECKPOINT_VERSION}); upgrade petctiqa"
+        )
+    for key in ("config", "label_scale", "model"):
+        if key not in data:
+            raise ModelError(f"{path}: checkpoint lacks the {key!r} entry")
+    return data
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: Any
+    """MsIqa in eval mode on the requested device."""
+    label_scale: LabelScale
+    payload: dict[str, Any]
+
+
+def load_model(path: Path, device: str = "cpu") -> LoadedModel:
+    """Rebuild the model from a checkpoint (random-init trunks, then its state dict)."""
+    from petctiqa.msiqa.model import MsIqa, MsIqaConfig
+
+    data = read_checkpoint(path)
+    config = MsIqaConfig.from_dict(dict(data["config"]))
+    model = MsIqa(config)
+    try:
+        model.load_state_dict(data["model"], strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ModelError(f"{path}: weights do not match the stored config ({first})") from None
+    scale = LabelScale(float(data["label_scale"]["low"]), float(data["label_scale"]["high"]))
+    return LoadedModel(model=model.to(device).eval(), label_scale=scale, payload=data)

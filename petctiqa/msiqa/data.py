@@ -1,0 +1,469 @@
+"""IQA datasets for MS-IQA: every supported layout becomes one list of :class:`IqaSample`.
+
+Layouts (detected by :func:`load_iqa_dataset`):
+
+- ``build-dataset`` folder: ``mos.csv`` (+ ``split.csv``, ``manifest.csv`` for references) and
+  ``images/``; group = ``patient_id``, split from ``mos.csv``/``split.csv``.
+- PET-CT-IQA-DS release folder: ``label.txt`` with ``name,mos`` lines and the images in the folder
+  itself or in ``test/``, ``train/`` or ``images/``; groups and distortion levels from
+  ``groups.csv`` (image, patient, slice, poisson_level, gaussian_level, jpeg_level) when present,
+  otherwise each image is its own group. Split from ``train/``/``test/`` when both exist.
+- LDCTIQAC2023 folder: ``train.json`` ``{"0000.tif": 2.8, ...}`` with float TIFF CT slices in the
+  folder or in ``image/``/``images/``; each image is its own group unless ``groups.csv`` says
+  otherwise (the release carries no patient IDs).
+- Generic CSV: columns ``path`` (or ``image``), ``mos``, optional ``group`` (or ``patient_id``)
+  and ``split``; paths are relative to the CSV's folder.
+
+Image preprocessing (the reference code's): RGB, bicubic resize to 224 x 224, [0, 1],
+``(x - 0.5) / 0.5``. Float TIFF slices are read as one channel, clipped to [0, 1] when their values
+lie within [-0.05, 1.05] (the LDCTIQAC2023 convention) or min-max scaled per image otherwise,
+resized bicubically, and repeated to three channels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from petctiqa.errors import DatasetError
+from petctiqa.seeding import rng_for
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class IqaSample:
+    """One rated image. ``mos`` is on the source scale (0..4 for PET-CT-IQA-DS/LDCTIQAC2023)."""
+
+    image: Path
+    image_id: str
+    mos: float
+    group: str
+    """The split unit: the patient ID when known, else the image itself."""
+    split: str | None = None
+    """"train", "test" or None (no split given by the data)."""
+    levels: tuple[int, int, int] | None = None
+    """(poisson, gaussian, jpeg) distortion levels 0..2, when known."""
+    slice_id: str | None = None
+    reference: Path | None = None
+    """Undistorted reference render of the same slice, when known."""
+
+
+@dataclass(frozen=True)
+class IqaDataset:
+    root: Path
+    layout: str
+    """"build-dataset", "pet-ct-iqa-ds", "ldctiqac2023" or "csv"."""
+    samples: tuple[IqaSample, ...]
+
+    @property
+    def groups(self) -> list[str]:
+        return sorted({s.group for s in self.samples})
+
+    def subset(self, groups: Iterable[str]) -> list[IqaSample]:
+        wanted = set(groups)
+        return [s for s in self.samples if s.group in wanted]
+
+
+# ---------------------------------------------------------------------------------- loading
+
+
+def load_iqa_dataset(path: str | Path) -> IqaDataset:
+    """Detect the layout of ``path`` and read it (see the module docstring)."""
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return _load_generic_csv(path)
+    if not path.is_dir():
+        raise DatasetError(f"{path}: not a folder or .csv file")
+    if (path / "mos.csv").is_file():
+        return _load_build_dataset(path)
+    if (path / "label.txt").is_file():
+        return _load_petct_release(path)
+    if (path / "train.json").is_file():
+        return _load_ldctiqac(path)
+    raise DatasetError(
+        f"{path}: no mos.csv (build-dataset), label.txt (PET-CT-IQA-DS), train.json "
+        "(LDCTIQAC2023) found; pass one of these folders or a CSV with path,mos[,group]"
+    )
+
+
+def _finish(root: Path, layout: str, samples: list[IqaSample]) -> IqaDataset:
+    if not samples:
+        raise DatasetError(f"{root}: no rated images found")
+    missing = [s.image for s in samples if not s.image.is_file()]
+    if missing:
+        raise DatasetError(f"{missing[0]}: image listed in {root} does not exist")
+    check_patient_split(samples)
+    return IqaDataset(root=root, layout=layout, samples=tuple(samples))
+
+
+def _mos_value(value: object, where: str) -> float:
+    try:
+        mos = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise DatasetError(f"{where}: mos {value!r} is not a number") from None
+    if not math.isfinite(mos):
+        raise DatasetError(f"{where}: mos {value!r} is not finite")
+    return mos
+
+
+def _split_value(value: object, where: str) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
+        return None
+    text = str(value).strip().lower()
+    if text not in SPLITS:
+        raise DatasetError(f"{where}: split {value!r} is not 'train' or 'test'")
+    return text
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, comment="#", dtype={"patient_id": str, "group": str})
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot read CSV ({exc})") from None
+
+
+def _require(frame: pd.DataFrame, path: Path, columns: Sequence[str]) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}")
+
+
+def _levels(row: pd.Series) -> tuple[int, int, int] | None:
+    names = ("poisson_level", "gaussian_level", "jpeg_level")
+    if not all(n in row.index for n in names) or any(pd.isna(row[n]) for n in names):
+        return None
+    return tuple(int(row[n]) for n in names)  # type: ignore[return-value]
+
+
+def _load_build_dataset(root: Path) -> IqaDataset:
+    mos_path = root / "mos.csv"
+    frame = _read_csv(mos_path)
+    _require(frame, mos_path, ("image", "mos", "patient_id"))
+    split_of: dict[str, str | None] = {}
+    split_path = root / "split.csv"
+    if split_path.is_file():
+        split_frame = _read_csv(split_path)
+        _require(split_frame, split_path, ("patient_id", "split"))
+        for i, row in split_frame.iterrows():
+            split_of[str(row["patient_id"])] = _split_value(row["split"], f"{split_path}:{i + 2}")
+    references: dict[str, Path] = {}
+    manifest_path = root / "manifest.csv"
+    if manifest_path.is_file():
+        manifest = _read_csv(manifest_path)
+        if {"image", "reference"} <= set(manifest.columns):
+            references = {
+                str(r): root / str(ref)
+                for r, ref in zip(manifest["image"], manifest["reference"], strict=True)
+                if isinstance(ref, str) and ref
+            }
+    samples = []
+    for i, row in frame.iterrows():
+        where = f"{mos_path}:{i + 2}"
+        patient = str(row["patient_id"])
+        split = _split_value(row["split"], where) if "split" in frame.columns else None
+        listed = split_of.get(patient)
+        if split is not None and listed is not None and split != listed:
+            raise DatasetError(
+                f"{where}: split {split!r} for patient {patient} contradicts split.csv ({listed!r})"
+            )
+        rel = str(row["image"])
+        samples.append(
+            IqaSample(
+                image=root / rel,
+                image_id=Path(rel).stem,
+                mos=_mos_value(row["mos"], where),
+                group=patient,
+                split=split or listed,
+                levels=_levels(row),
+                slice_id=str(row["slice_id"]) if "slice_id" in frame.columns else None,
+                reference=references.get(rel),
+            )
+        )
+    return _finish(root, "build-dataset", samples)
+
+
+def _find_image(root: Path, name: str, folders: Sequence[str]) -> Path:
+    for folder in ("", *folders):
+        candidate = root / folder / name
+        if candidate.is_file():
+            return candidate
+    return root / name
+
+
+def _read_groups_csv(root: Path) -> dict[str, pd.Series]:
+    path = root / "groups.csv"
+    if not path.is_file():
+        return {}
+    frame = _read_csv(path)
+    _require(frame, path, ("image",))
+    return {str(row["image"]): row for _, row in frame.iterrows()}
+
+
+def _load_petct_release(root: Path) -> IqaDataset:
+    label_path = root / "label.txt"
+    try:
+        lines = label_path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{label_path}: cannot read ({exc})") from None
+    groups = _read_groups_csv(root)
+    folder_split = (root / "train").is_dir() and (root / "test").is_dir()
+    samples = []
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        parts = [p.strip() for p in text.split(",")]
+        where = f"{label_path}:{number}"
+        if len(parts) < 2:
+            raise DatasetError(f"{where}: expected 'name,mos', got {text!r}")
+        if number == 1 and parts[1].lower() in ("mos", "score"):
+            continue  # header line
+        name = parts[0]
+        image = _find_image(root, name, ("test", "train", "images"))
+        info = groups.get(name)
+        patient = str(info["patient"]) if info is not None and "patient" in info.index else name
+        split = None
+        if folder_split and image.parent.name in SPLITS:
+            split = image.parent.name
+        if info is not None and "split" in info.index:
+            split = _split_value(info["split"], f"{root / 'groups.csv'} ({name})")
+        slice_id = None
+        if info is not None and "slice" in info.index:
+            slice_id = f"{patient}_{info['slice']}"
+        samples.append(
+            IqaSample(
+                image=image,
+                image_id=Path(name).stem,
+                mos=_mos_value(parts[1], where),
+                group=patient,
+                split=split,
+                levels=_levels(info) if info is not None else None,
+                slice_id=slice_id,
+            )
+        )
+    return _finish(root, "pet-ct-iqa-ds", _attach_level0_references(samples))
+
+
+def _attach_level0_references(samples: list[IqaSample]) -> list[IqaSample]:
+    """Where levels and slices are known, the (0, 0, 0) image of a slice is its reference
+    (no noise, JPEG quality 100: the reference render of the published protocol)."""
+    refs = {s.slice_id: s.image for s in samples if s.levels == (0, 0, 0) and s.slice_id}
+    out = []
+    for s in samples:
+        if s.reference is None and s.slice_id in refs:
+            s = IqaSample(**{**s.__dict__, "reference": refs[s.slice_id]})
+        out.append(s)
+    return out
+
+
+def _load_ldctiqac(root: Path) -> IqaDataset:
+    json_path = root / "train.json"
+    try:
+        labels = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"{json_path}: cannot read JSON ({exc})") from None
+    if not isinstance(labels, dict):
+        raise DatasetError(f"{json_path}: expected an object {{name: score}}")
+    groups = _read_groups_csv(root)
+    samples = []
+    for name, value in sorted(labels.items()):
+        info = groups.get(name)
+        patient = str(info["patient"]) if info is not None and "patient" in info.index else name
+        samples.append(
+            IqaSample(
+                image=_find_image(root, name, ("image", "images")),
+                image_id=Path(name).stem,
+                mos=_mos_value(value, f"{json_path} ({name})"),
+                group=patient,
+            )
+        )
+    return _finish(root, "ldctiqac2023", samples)
+
+
+def _load_generic_csv(path: Path) -> IqaDataset:
+    frame = _read_csv(path)
+    path_column = "path" if "path" in frame.columns else "image"
+    _require(frame, path, (path_column, "mos"))
+    group_column = next((c for c in ("group", "patient_id", "patient") if c in frame.columns), None)
+    samples = []
+    for i, row in frame.iterrows():
+        where = f"{path}:{i + 2}"
+        image = Path(str(row[path_column]))
+        image = image if image.is_absolute() else path.parent / image
+        samples.append(
+            IqaSample(
+                image=image,
+                image_id=image.stem,
+                mos=_mos_value(row["mos"], where),
+                group=str(row[group_column]) if group_column else str(row[path_column]),
+                split=_split_value(row["split"], where) if "split" in frame.columns else None,
+                levels=_levels(row),
+            )
+        )
+    return _finish(path.parent, "csv", samples)
+
+
+# ---------------------------------------------------------------------------------- splits
+
+
+def check_patient_split(samples: Sequence[IqaSample]) -> None:
+    """Raise DatasetError when one group (patient) has images on both sides of a split."""
+    seen: dict[str, str] = {}
+    for s in samples:
+        if s.split is None:
+            continue
+        other = seen.setdefault(s.group, s.split)
+        if other != s.split:
+            raise DatasetError(
+                f"patient {s.group} is in both the train and the test split ({s.image}); "
+                "splits must be patient-level"
+            )
+
+
+def check_disjoint(train_groups: Iterable[str], test_groups: Iterable[str]) -> None:
+    both = sorted(set(train_groups) & set(test_groups))
+    if both:
+        raise DatasetError(f"patient(s) {', '.join(both)} on both sides of the split")
+
+
+def patient_split(
+    dataset: IqaDataset, test_fraction: float = 0.2, seed: int = 0
+) -> tuple[list[str], list[str]]:
+    """(train groups, test groups). Uses the data's own split when every image has one;
+    otherwise a seeded patient-level split with ``ceil(test_fraction * patients)`` test patients
+    (at least one, and at least one training patient)."""
+    samples = dataset.samples
+    if all(s.split is not None for s in samples):
+        train = sorted({s.group for s in samples if s.split == "train"})
+        test = sorted({s.group for s in samples if s.split == "test"})
+        if train:
+            check_disjoint(train, test)
+            return train, test
+    groups = dataset.groups
+    if test_fraction <= 0:
+        return groups, []
+    if len(groups) < 2:
+        raise DatasetError(
+            f"{dataset.root}: a patient-level split needs at least 2 patients, found {len(groups)}"
+        )
+    order = rng_for(seed, "msiqa/split").permutation(len(groups))
+    n_test = min(len(groups) - 1, max(1, math.ceil(test_fraction * len(groups))))
+    test = sorted(groups[i] for i in order[:n_test])
+    train = sorted(groups[i] for i in order[n_test:])
+    return train, test
+
+
+def patient_folds(groups: Sequence[str], k: int, seed: int = 0) -> list[tuple[list[str], list[str]]]:
+    """K folds by patient: [(train groups, test groups)], each patient tested exactly once.
+    ``k == len(groups)`` is leave-one-patient-out (patients in sorted order)."""
+    groups = sorted(set(groups))
+    if k < 2 or k > len(groups):
+        raise DatasetError(f"--folds {k}: need 2 <= K <= number of patients ({len(groups)})")
+    order = (
+        np.arange(len(groups))
+        if k == len(groups)
+        else rng_for(seed, "msiqa/folds").permutation(len(groups))
+    )
+    folds = []
+    for part in np.array_split(order, k):
+        test = sorted(groups[i] for i in part)
+        train = sorted(set(groups) - set(test))
+        folds.append((train, test))
+    return folds
+
+
+# ---------------------------------------------------------------------------- image reading
+
+
+def read_image(path: Path) -> Image.Image:
+    """Open an image as PIL ``RGB`` (8-bit) or ``F`` (float, one-channel TIFF slices).
+
+    Raises DatasetError naming the file when it cannot be decoded.
+    """
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            image = opened
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            return _read_tiff_float(path)
+        raise DatasetError(f"{path}: cannot read image ({exc})") from None
+    if image.mode in ("F", "I", "I;16", "I;16B", "I;16L"):
+        return _float_image(np.asarray(image, dtype=np.float32), path)
+    return image.convert("RGB")
+
+
+def _read_tiff_float(path: Path) -> Image.Image:
+    try:
+        import tifffile
+
+        array = np.asarray(tifffile.imread(path), dtype=np.float32)
+    except Exception as exc:  # tifffile raises many types for broken files
+        raise DatasetError(f"{path}: cannot read image ({exc})") from None
+    if array.ndim == 3 and array.shape[-1] in (3, 4):
+        array = array[..., :3].mean(axis=-1)
+    if array.ndim != 2:
+        raise DatasetError(f"{path}: expected a 2-D slice, got shape {array.shape}")
+    return _float_image(array, path)
+
+
+def _float_image(array: np.ndarray, path: Path) -> Image.Image:
+    if not np.all(np.isfinite(array)):
+        raise DatasetError(f"{path}: image holds non-finite values")
+    low, high = float(array.min()), float(array.max())
+    if low >= -0.05 and high <= 1.05:
+        unit = np.clip(array, 0.0, 1.0)
+    else:
+        unit = (array - low) / (high - low) if high > low else np.zeros_like(array)
+    return Image.fromarray(unit.astype(np.float32), mode="F")
+
+
+def image_to_array(image: Image.Image, size: int = 224) -> np.ndarray:
+    """PIL image -> float32 (3, size, size), bicubic resize, normalised ``(x - 0.5) / 0.5``."""
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BICUBIC)
+    if image.mode == "F":
+        unit = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
+        chw = np.broadcast_to(unit, (3, size, size))
+    else:
+        chw = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    return ((chw - 0.5) / 0.5).astype(np.float32)
+
+
+def rgb_to_array(rgb: np.ndarray, size: int = 224) -> np.ndarray:
+    """uint8 (H, W, 3) RGB -> float32 (3, size, size) network input."""
+    return image_to_array(Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB"), size)
+
+
+def load_input(path: Path, size: int = 224) -> np.ndarray:
+    return image_to_array(read_image(path), size)
+
+
+class ImageFolderDataset:
+    """torch-style map dataset: ``(input (3, S, S) float32 tensor, target float32, index)``."""
+
+    def __init__(self, paths: Sequence[Path], targets: Sequence[float], size: int = 224) -> None:
+        self.paths = list(paths)
+        self.targets = np.asarray(targets, dtype=np.float32)
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        import torch
+
+        return (
+            torch.from_numpy(load_input(self.paths[index], self.size)),
+            torch.tensor(self.targets[index]),
+            index,
+        )

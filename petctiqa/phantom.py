@@ -1,0 +1,571 @@
+"""The built-in synthetic thorax PET/CT phantom, written as real DICOM.
+
+Each patient is one FDG PET/CT study (shoulders to upper abdomen) in the layout of the NBIA Data
+Retriever::
+
+    <out>/Lung-PET-CT-Dx-Phantom/PHANTOM-0001/<MM-DD-YYYY>-NA-PET-CT-<last 5 of StudyUID>/
+        2.000000-CT Thorax 5mm-<last 5 of SeriesUID>/1-01.dcm ...
+        4.000000-PET AC-<last 5 of SeriesUID>/1-01.dcm ...
+
+* CT: CT Image Storage, 512x512 uint16 with RescaleIntercept -1024 / slope 1 (HU), pixel spacing
+  0.9375 or 0.977 mm, 5 mm slices, white image noise of about 10-16 HU.
+* PET: PET Image Storage, 128x128 at 4.6875 mm (600 mm field), 3.27 mm slices covering a longer
+  range than the CT, Units BQML, DecayCorrection START, CorrectedImage with ATTN and DECY, F-18
+  FDG RadiopharmaceuticalInformationSequence, PatientWeight; float activity smoothed to 6 mm
+  FWHM, quantised to uint16 with a per-slice RescaleSlope as scanners do. Two bed positions
+  (AcquisitionTime 3 minutes apart; SeriesTime is the first).
+* Both series share StudyInstanceUID and FrameOfReferenceUID; their fields of view, origins and
+  slice positions differ, so consumers must resample in patient coordinates.
+
+The anatomy (see :mod:`petctiqa.phantom_anatomy`) and every tag are deterministic functions of
+(seed, patient): UIDs are ``2.25.<128-bit integer from SHA-256>``, dates and times are drawn
+from the seeded generator, so the same seed always gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian
+from scipy import ndimage
+
+from petctiqa import __version__
+from petctiqa.atomic import atomic_write_bytes, atomic_write_text
+from petctiqa.phantom_anatomy import (
+    Anatomy,
+    Lesion,
+    build_thorax,
+    draw_habitus,
+    paint,
+    tissue_at,
+    value_at,
+)
+from petctiqa.seeding import rng_for
+
+COLLECTION = "Lung-PET-CT-Dx-Phantom"
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+PET_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
+F18_HALF_LIFE_S = 6586.2
+"""Half-life of F-18 in seconds, as written by the scanner."""
+PET_FWHM_MM = 6.0
+"""Spatial resolution of the PET images (Gaussian FWHM)."""
+CT_SLICE_MM = 5.0
+PET_SLICE_MM = 3.27
+PET_FIELD_MM = 600.0
+PET_STORED_MAX = 32767
+"""Largest stored PET value of each slice (uint16 kept below 2**15 for lenient readers)."""
+BED_SECONDS = 180
+STUDY_DESCRIPTION = "PET-CT"
+CT_DESCRIPTION = "CT Thorax 5mm"
+PET_DESCRIPTION = "PET AC"
+CT_SERIES_NUMBER = 2
+PET_SERIES_NUMBER = 4
+_IMPLEMENTATION_UID = "2.25." + str(
+    int.from_bytes(hashlib.sha256(b"petctiqa phantom writer").digest()[:16], "big")
+)
+
+
+@dataclass(frozen=True)
+class Landmark:
+    """A point well inside one structure with the phantom's noise-free values there."""
+
+    name: str
+    position_mm: tuple[float, float, float]
+    """Patient coordinates (LPS, mm)."""
+    tissue: str
+    """Tissue painted at the point (e.g. "liver")."""
+    hu: float
+    suv: float
+
+
+@dataclass(frozen=True)
+class PhantomStudy:
+    """What :func:`write_phantom_study` wrote for one patient, plus its ground truth."""
+
+    patient_id: str
+    study_uid: str
+    ct_series_uid: str
+    pet_series_uid: str
+    ct_dir: Path
+    pet_dir: Path
+    ct_files: tuple[Path, ...]
+    """CT slice files from superior to inferior (InstanceNumber 1, 2, ...)."""
+    pet_files: tuple[Path, ...]
+    """PET slice files from superior to inferior."""
+    frame_of_reference_uid: str = ""
+    weight_kg: float = 0.0
+    injected_dose_bq: float = 0.0
+    """RadionuclideTotalDose at RadiopharmaceuticalStartTime."""
+    decayed_dose_bq: float = 0.0
+    """Injected dose decayed to the PET SeriesTime (the SUV denominator with DecayCorrection START)."""
+    lesions: tuple[Lesion, ...] = ()
+    landmarks: tuple[Landmark, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """An axial image grid: column / row centres (mm) and slice z (mm), in file order."""
+
+    xs: np.ndarray
+    ys: np.ndarray
+    zs: np.ndarray
+    spacing: float
+
+    @property
+    def origin(self) -> tuple[float, float]:
+        return float(self.xs[0]), float(self.ys[0])
+
+
+@dataclass(frozen=True)
+class _Acquisition:
+    """Patient, dose and timing of one study."""
+
+    patient_id: str
+    sex: str
+    age: int
+    weight_kg: float
+    height_m: float
+    study_date: dt.date
+    injection: dt.datetime
+    ct_start: dt.datetime
+    pet_start: dt.datetime
+    dose_bq: float
+
+    @property
+    def decayed_dose_bq(self) -> float:
+        elapsed = (self.pet_start - self.injection).total_seconds()
+        return self.dose_bq * 2.0 ** (-elapsed / F18_HALF_LIFE_S)
+
+
+def phantom_patient_id(patient_index: int) -> str:
+    """``PHANTOM-0001`` for patient_index 1 (indices start at 1)."""
+    return f"PHANTOM-{patient_index:04d}"
+
+
+def phantom_uid(seed: int, *parts: str | int) -> str:
+    """A deterministic DICOM UID ``2.25.<int>`` from SHA-256 of (seed, parts)."""
+    key = "\x1f".join(["petctiqa-phantom", str(int(seed)), *map(str, parts)])
+    return "2.25." + str(int.from_bytes(hashlib.sha256(key.encode()).digest()[:16], "big"))
+
+
+def _ds_text(value: float) -> str:
+    """A decimal string (DS, at most 16 characters) for ``value``."""
+    for digits in (10, 9, 8, 7, 6):
+        text = f"{value:.{digits}g}"
+        if len(text) <= 16:
+            return text
+    raise ValueError(f"cannot write {value!r} as a DICOM decimal string")
+
+
+def _tm(moment: dt.datetime) -> str:
+    return moment.strftime("%H%M%S.00")
+
+
+def _da(day: dt.date) -> str:
+    return day.strftime("%Y%m%d")
+
+
+def _draw_acquisition(seed: int, patient_index: int) -> _Acquisition:
+    rng = rng_for(seed, f"phantom/{phantom_patient_id(patient_index)}/acquisition")
+    sex = "M" if rng.random() < 0.55 else "F"
+    weight = float(np.round(rng.uniform(60, 105) if sex == "M" else rng.uniform(50, 90), 1))
+    height = float(np.round(rng.uniform(1.65, 1.92) if sex == "M" else rng.uniform(1.52, 1.76), 2))
+    age = int(rng.integers(42, 84))
+    day = dt.date(2019, 1, 7) + dt.timedelta(days=int(rng.integers(0, 730)))
+    injection = dt.datetime.combine(day, dt.time(8, 0)) + dt.timedelta(
+        minutes=int(rng.integers(0, 240)), seconds=int(rng.integers(0, 60))
+    )
+    uptake = dt.timedelta(minutes=int(rng.integers(55, 76)), seconds=int(rng.integers(0, 60)))
+    pet_start = injection + uptake
+    ct_start = pet_start - dt.timedelta(minutes=3, seconds=int(rng.integers(0, 40)))
+    dose = float(np.round(3.7e6 * weight * rng.uniform(0.9, 1.1), -5))
+    return _Acquisition(
+        phantom_patient_id(patient_index), sex, age, weight, height, day, injection, ct_start,
+        pet_start, dose,
+    )  # fmt: skip
+
+
+def _ct_grid(rng: np.random.Generator, matrix: int, z_top: float, n_slices: int) -> _Grid:
+    field = float(rng.choice([480.0, 500.0]))
+    spacing = field / matrix
+    centre_y = float(np.round(rng.uniform(-10, 25), 1))
+    x0 = round(-field / 2 + spacing / 2, 4)
+    y0 = round(centre_y - field / 2 + spacing / 2, 4)
+    xs = x0 + spacing * np.arange(matrix)
+    ys = y0 + spacing * np.arange(matrix)
+    zs = np.round(z_top - CT_SLICE_MM * np.arange(n_slices), 4)
+    return _Grid(xs, ys, zs, spacing)
+
+
+def _pet_grid(matrix: int, ct: _Grid) -> _Grid:
+    spacing = PET_FIELD_MM / matrix
+    x0 = round(-PET_FIELD_MM / 2 + spacing / 2, 4)
+    xs = x0 + spacing * np.arange(matrix)
+    # the PET axial range starts above and ends below the CT range, off the CT slice grid
+    top = float(ct.zs[0]) + 7.3
+    bottom = float(ct.zs[-1]) - 9.1
+    n = int(math.ceil((top - bottom) / PET_SLICE_MM)) + 1
+    zs = np.round(top - PET_SLICE_MM * np.arange(n), 4)
+    return _Grid(xs, xs.copy(), zs, spacing)
+
+
+def _ct_volume(anatomy: Anatomy, grid: _Grid, rng: np.random.Generator, noise_hu: float):
+    hu = paint(anatomy.shapes, grid.xs, grid.ys, grid.zs, "hu", edge_mm=grid.spacing,
+               background=-1000.0)  # fmt: skip
+    hu += rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(noise_hu)
+    return np.clip(np.rint(hu + 1024.0), 0, 4095).astype(np.uint16)
+
+
+def _pet_suv(anatomy: Anatomy, grid: _Grid, rng: np.random.Generator, noise: float):
+    """Body-weight SUV on the PET grid: partial volume, noise, 6 mm FWHM, zero outside the body."""
+    sub = np.array([-1.0, 0.0, 1.0]) * PET_SLICE_MM / 3
+    fine_z = (grid.zs[:, None] + sub[None, :]).ravel()
+    fine = paint(anatomy.shapes, grid.xs, grid.ys, fine_z, "suv", edge_mm=grid.spacing)
+    suv = fine.reshape(len(grid.zs), 3, len(grid.ys), len(grid.xs)).mean(axis=1)
+    body = suv > 0.05
+    # noise before the resolution blur, so it is spatially correlated as in OSEM images
+    suv += rng.standard_normal(suv.shape, dtype=np.float32) * np.sqrt(suv * np.float32(noise))
+    sigma_mm = PET_FWHM_MM / (2 * math.sqrt(2 * math.log(2)))
+    sigma_xy = math.sqrt(max(sigma_mm**2 - grid.spacing**2 / 12, 0.0)) / grid.spacing
+    sigma_z = math.sqrt(max(sigma_mm**2 - PET_SLICE_MM**2 / 12, 0.0)) / PET_SLICE_MM
+    suv = ndimage.gaussian_filter(suv, (sigma_z, sigma_xy, sigma_xy), mode="constant")
+    near_body = ndimage.binary_dilation(body, np.ones((3, 5, 5), dtype=bool))
+    suv[~near_body] = 0.0
+    return np.clip(suv, 0.0, None)
+
+
+def _file_meta(sop_class: str, sop_instance: str) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_instance
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = _IMPLEMENTATION_UID
+    meta.ImplementationVersionName = f"PETCTIQA_{__version__}"[:16]
+    return meta
+
+
+def _code(value: str, scheme: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue = value
+    item.CodingSchemeDesignator = scheme
+    item.CodeMeaning = meaning
+    return item
+
+
+def _common_dataset(acq: _Acquisition, study_uid: str, for_uid: str) -> Dataset:
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.StudyDate = _da(acq.study_date)
+    ds.StudyTime = _tm(acq.ct_start - dt.timedelta(minutes=2))
+    ds.AccessionNumber = ""
+    ds.Manufacturer = "petctiqa"
+    ds.InstitutionName = "petctiqa synthetic phantom"
+    ds.ReferringPhysicianName = ""
+    ds.StudyDescription = STUDY_DESCRIPTION
+    ds.ManufacturerModelName = "synthetic thorax PET/CT"
+    ds.PatientName = acq.patient_id
+    ds.PatientID = acq.patient_id
+    ds.PatientBirthDate = ""
+    ds.PatientSex = acq.sex
+    ds.PatientAge = f"{acq.age:03d}Y"
+    ds.PatientSize = f"{acq.height_m:.2f}"
+    ds.PatientWeight = f"{acq.weight_kg:.1f}"
+    ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = "synthetic data, no real patient"
+    ds.BodyPartExamined = "CHEST"
+    ds.SoftwareVersions = f"petctiqa {__version__}"
+    ds.PatientPosition = "HFS"
+    ds.StudyInstanceUID = study_uid
+    ds.StudyID = ""
+    ds.FrameOfReferenceUID = for_uid
+    ds.PositionReferenceIndicator = ""
+    ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    return ds
+
+
+def _series_dataset(
+    acq: _Acquisition,
+    study_uid: str,
+    for_uid: str,
+    series_uid: str,
+    modality: str,
+    grid: _Grid,
+    matrix: int,
+) -> Dataset:
+    ds = _common_dataset(acq, study_uid, for_uid)
+    start = acq.ct_start if modality == "CT" else acq.pet_start
+    ds.SOPClassUID = CT_IMAGE_STORAGE if modality == "CT" else PET_IMAGE_STORAGE
+    ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = _da(acq.study_date)
+    ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = _tm(start)
+    ds.Modality = modality
+    ds.SeriesInstanceUID = series_uid
+    ds.Rows = ds.Columns = matrix
+    ds.PixelSpacing = [_ds_text(grid.spacing), _ds_text(grid.spacing)]
+    if modality == "CT":
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.SeriesDescription = CT_DESCRIPTION
+        ds.SeriesNumber = CT_SERIES_NUMBER
+        ds.AcquisitionNumber = 1
+        ds.ScanOptions = "HELICAL MODE"
+        ds.SliceThickness = _ds_text(CT_SLICE_MM)
+        ds.KVP = "120"
+        ds.DataCollectionDiameter = "500"
+        ds.ReconstructionDiameter = _ds_text(grid.spacing * matrix)
+        ds.GantryDetectorTilt = "0"
+        ds.TableHeight = "150"
+        ds.RotationDirection = "CW"
+        ds.XRayTubeCurrent = 80
+        ds.ConvolutionKernel = "B31f"
+        ds.RescaleIntercept = "-1024"
+        ds.RescaleSlope = "1"
+        ds.RescaleType = "HU"
+        ds.WindowCenter = "40"
+        ds.WindowWidth = "400"
+    else:
+        ds.ImageType = ["ORIGINAL", "PRIMARY"]
+        ds.SeriesDescription = PET_DESCRIPTION
+        ds.SeriesNumber = PET_SERIES_NUMBER
+        ds.SliceThickness = _ds_text(PET_SLICE_MM)
+        ds.ReconstructionDiameter = _ds_text(PET_FIELD_MM)
+        ds.ActualFrameDuration = BED_SECONDS * 1000
+        ds.CorrectedImage = ["NORM", "DTIM", "ATTN", "SCAT", "DECY", "RAN"]
+        ds.RescaleIntercept = "0"
+        ds.RescaleType = "BQML"
+        ds.SeriesType = ["WHOLE BODY", "IMAGE"]
+        ds.Units = "BQML"
+        ds.CountsSource = "EMISSION"
+        ds.RandomsCorrectionMethod = "DLYD"
+        ds.AttenuationCorrectionMethod = "measured"
+        ds.DecayCorrection = "START"
+        ds.ReconstructionMethod = "OSEM3D 4i8s"
+        ds.ScatterCorrectionMethod = "Model-based"
+        ds.NumberOfSlices = len(grid.zs)
+        ds.SliceSensitivityFactor = "1"
+        window = Dataset()
+        window.EnergyWindowLowerLimit = "435"
+        window.EnergyWindowUpperLimit = "650"
+        ds.EnergyWindowRangeSequence = Sequence([window])
+        drug = Dataset()
+        drug.Radiopharmaceutical = "Fluorodeoxyglucose"
+        drug.RadiopharmaceuticalStartTime = _tm(acq.injection)
+        drug.RadiopharmaceuticalStartDateTime = acq.injection.strftime("%Y%m%d%H%M%S.00")
+        drug.RadionuclideTotalDose = _ds_text(acq.dose_bq)
+        drug.RadionuclideHalfLife = _ds_text(F18_HALF_LIFE_S)
+        drug.RadionuclidePositronFraction = "0.9673"
+        drug.RadionuclideCodeSequence = Sequence([_code("C-111A1", "SRT", "^18^Fluorine")])
+        drug.RadiopharmaceuticalCodeSequence = Sequence(
+            [_code("C-B1031", "SRT", "Fluorodeoxyglucose F^18^")]
+        )
+        ds.RadiopharmaceuticalInformationSequence = Sequence([drug])
+    return ds
+
+
+def _study_folder(acq: _Acquisition, study_uid: str) -> str:
+    return f"{acq.study_date.strftime('%m-%d-%Y')}-NA-{STUDY_DESCRIPTION}-{study_uid[-5:]}"
+
+
+def _series_folder(number: int, description: str, series_uid: str) -> str:
+    return f"{number:.6f}-{description}-{series_uid[-5:]}"
+
+
+def _encode(ds: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _write_series(
+    folder: Path,
+    base: Dataset,
+    grid: _Grid,
+    stored: np.ndarray,
+    seed: int,
+    patient_id: str,
+    slopes: list[str] | None = None,
+    acquisition_times: list[str] | None = None,
+) -> tuple[Path, ...]:
+    x0, y0 = grid.origin
+    x_text, y_text = _ds_text(x0), _ds_text(y0)
+    files = []
+    for k, z in enumerate(grid.zs):
+        sop_uid = phantom_uid(seed, patient_id, base.Modality, "instance", k + 1)
+        base.file_meta = _file_meta(base.SOPClassUID, sop_uid)
+        base.SOPInstanceUID = sop_uid
+        base.InstanceNumber = k + 1
+        base.ImagePositionPatient = [x_text, y_text, _ds_text(float(z))]
+        base.SliceLocation = _ds_text(float(z))
+        if slopes is not None:
+            base.RescaleSlope = slopes[k]
+            base.ImageIndex = k + 1
+        if acquisition_times is not None:
+            base.AcquisitionTime = acquisition_times[k]
+        base.PixelData = stored[k].astype("<u2").tobytes()
+        path = folder / f"1-{k + 1:02d}.dcm"
+        atomic_write_bytes(path, _encode(base))
+        files.append(path)
+    return tuple(files)
+
+
+def _quantise_pet(bqml: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """uint16 slices and their RescaleSlope strings (stored * slope = Bq/ml)."""
+    stored = np.zeros(bqml.shape, dtype=np.uint16)
+    slopes: list[str] = []
+    for k, plane in enumerate(bqml):
+        peak = float(plane.max())
+        slope_text = _ds_text(peak / PET_STORED_MAX) if peak > 0 else "1"
+        slope = float(slope_text)
+        stored[k] = np.clip(np.rint(plane / slope), 0, 65535).astype(np.uint16)
+        slopes.append(slope_text)
+    return stored, slopes
+
+
+def write_phantom_study(
+    out_dir: Path,
+    patient_index: int,
+    seed: int = 0,
+    *,
+    ct_matrix: int = 512,
+    pet_matrix: int = 128,
+) -> PhantomStudy:
+    """Write one synthetic thorax PET/CT study (CT + PET series) under ``out_dir``.
+
+    ``patient_index`` starts at 1 (``PHANTOM-0001``). Fields of view are fixed in mm, so
+    smaller matrices (e.g. ``ct_matrix=64, pet_matrix=32`` for fast tests) give the same anatomy
+    at coarser pixels. Existing files at the same paths are replaced atomically.
+    """
+    if patient_index < 1:
+        raise ValueError(f"patient_index starts at 1 (PHANTOM-0001), got {patient_index}")
+    if ct_matrix < 16 or pet_matrix < 8:
+        raise ValueError(f"matrix too small: ct_matrix={ct_matrix}, pet_matrix={pet_matrix}")
+    out_dir = Path(out_dir)
+    acq = _draw_acquisition(seed, patient_index)
+    pid = acq.patient_id
+    rng = rng_for(seed, f"phantom/{pid}/anatomy")
+    n_ct = int(rng.integers(46, 57))
+    z_top = float(np.round(rng.uniform(-140, -60), 1))
+    ct_grid = _ct_grid(rng, ct_matrix, z_top, n_ct)
+    pet_grid = _pet_grid(pet_matrix, ct_grid)
+    habitus = draw_habitus(rng, acq.sex, acq.weight_kg)
+    anatomy = build_thorax(
+        rng, habitus, z_top, (n_ct - 1) * CT_SLICE_MM, n_lesions=int(rng.integers(1, 4))
+    )
+    ct_noise = float(10.0 + 0.08 * (acq.weight_kg - 50) + rng.uniform(0, 2))
+    pet_noise = float(0.15 + 0.002 * (acq.weight_kg - 50) + rng.uniform(0, 0.05))
+
+    study_uid = phantom_uid(seed, pid, "study")
+    for_uid = phantom_uid(seed, pid, "frame-of-reference")
+    ct_uid = phantom_uid(seed, pid, "series", "CT")
+    pet_uid = phantom_uid(seed, pid, "series", "PT")
+    study_dir = out_dir / COLLECTION / pid / _study_folder(acq, study_uid)
+    ct_dir = study_dir / _series_folder(CT_SERIES_NUMBER, CT_DESCRIPTION, ct_uid)
+    pet_dir = study_dir / _series_folder(PET_SERIES_NUMBER, PET_DESCRIPTION, pet_uid)
+
+    ct_stored = _ct_volume(anatomy, ct_grid, rng_for(seed, f"phantom/{pid}/ct-noise"), ct_noise)
+    ct_base = _series_dataset(acq, study_uid, for_uid, ct_uid, "CT", ct_grid, ct_matrix)
+    ct_files = _write_series(ct_dir, ct_base, ct_grid, ct_stored, seed, pid)
+
+    suv = _pet_suv(anatomy, pet_grid, rng_for(seed, f"phantom/{pid}/pet-noise"), pet_noise)
+    bqml = suv * np.float32(acq.decayed_dose_bq / (acq.weight_kg * 1000.0))
+    pet_stored, slopes = _quantise_pet(bqml)
+    n_pet = len(pet_grid.zs)
+    second_bed = _tm(acq.pet_start + dt.timedelta(seconds=BED_SECONDS))
+    acq_times = [_tm(acq.pet_start) if k < n_pet // 2 else second_bed for k in range(n_pet)]
+    pet_base = _series_dataset(acq, study_uid, for_uid, pet_uid, "PT", pet_grid, pet_matrix)
+    pet_files = _write_series(
+        pet_dir, pet_base, pet_grid, pet_stored, seed, pid, slopes=slopes, acquisition_times=acq_times
+    )
+
+    landmarks = tuple(
+        Landmark(
+            name,
+            point,
+            tissue_at(anatomy.shapes, point),
+            value_at(anatomy.shapes, point, "hu"),
+            value_at(anatomy.shapes, point, "suv"),
+        )
+        for name, point in anatomy.landmarks
+    )
+    return PhantomStudy(
+        patient_id=pid,
+        study_uid=study_uid,
+        ct_series_uid=ct_uid,
+        pet_series_uid=pet_uid,
+        ct_dir=ct_dir,
+        pet_dir=pet_dir,
+        ct_files=ct_files,
+        pet_files=pet_files,
+        frame_of_reference_uid=for_uid,
+        weight_kg=acq.weight_kg,
+        injected_dose_bq=acq.dose_bq,
+        decayed_dose_bq=acq.decayed_dose_bq,
+        lesions=anatomy.lesions,
+        landmarks=landmarks,
+    )
+
+
+METADATA_COLUMNS = (
+    "Series UID", "Collection", "3rd Party Analysis", "Data Description URI", "Subject ID",
+    "Study UID", "Study Description", "Study Date", "Series Description", "Manufacturer",
+    "Modality", "SOP Class Name", "SOP Class UID", "Number of Images", "File Size",
+    "File Location", "Download Timestamp",
+)  # fmt: skip
+
+
+def _metadata_csv(out_dir: Path, studies: list[PhantomStudy]) -> str:
+    """The NBIA Data Retriever ``metadata.csv`` (17 columns) for the written studies."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(METADATA_COLUMNS)
+    for study in studies:
+        for modality, uid, folder, files, description in (
+            ("CT", study.ct_series_uid, study.ct_dir, study.ct_files, CT_DESCRIPTION),
+            ("PT", study.pet_series_uid, study.pet_dir, study.pet_files, PET_DESCRIPTION),
+        ):
+            date = folder.parent.name[:10]
+            writer.writerow([
+                uid, COLLECTION, "NO", "", study.patient_id, study.study_uid, STUDY_DESCRIPTION,
+                date, description, "petctiqa", modality,
+                "CT Image Storage" if modality == "CT" else "Positron Emission Tomography Image Storage",
+                CT_IMAGE_STORAGE if modality == "CT" else PET_IMAGE_STORAGE,
+                len(files), sum(f.stat().st_size for f in files),
+                "./" + folder.relative_to(out_dir).as_posix(), "",
+            ])  # fmt: skip
+    return buffer.getvalue()
+
+
+def write_phantom_tree(
+    out_dir: Path, patients: int = 20, seed: int = 0, progress: bool = False
+) -> list[PhantomStudy]:
+    """Write ``patients`` studies (PHANTOM-0001 ...) and the NBIA ``metadata.csv`` under ``out_dir``.
+
+    Deterministic: the same (patients, seed) gives byte-identical files. Shows a tqdm bar on
+    stderr when ``progress`` is true.
+    """
+    if patients < 1:
+        raise ValueError(f"patients must be at least 1, got {patients}")
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    studies = []
+    for index in tqdm(
+        range(1, patients + 1), desc="phantom", unit="patient", disable=not progress
+    ):
+        studies.append(write_phantom_study(out_dir, index, seed))
+    atomic_write_text(out_dir / "metadata.csv", _metadata_csv(out_dir, studies))
+    return studies

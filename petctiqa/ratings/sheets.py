@@ -1,0 +1,523 @@
+"""Rating sheets in and out: per-rater CSV/XLSX import (validated, all or nothing), long CSV
+reading for ``aggregate``, and the study exports (raw ratings, mos.csv, rater report, agreement).
+
+Every exported CSV of a study that holds any simulated rating starts with a line
+``# SIMULATED ratings ...`` and has a ``simulated`` column (read with
+``pandas.read_csv(path, comment="#")``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from petctiqa.atomic import atomic_write_text
+from petctiqa.errors import RatingError
+from petctiqa.ratings.aggregate import Aggregation, ScoreMatrix, aggregate, check_scale, score_matrix
+from petctiqa.ratings.store import Rating, RatingStore, check_rater_id, utc_now
+from petctiqa.ratings.study_images import StudyImage
+
+SIMULATED_BANNER = (
+    "# SIMULATED ratings: this file contains scores from simulated raters "
+    "(petctiqa collect-ratings simulate), not from a reader study"
+)
+SHEET_IMAGE_COLUMNS = ("image", "image_id", "stimulus")
+
+
+# ----------------------------------------------------------------------------- import
+
+
+@dataclass(frozen=True)
+class SheetProblem:
+    file: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class SheetCheck:
+    """Validation result of one sheet: the ratings it would add, or its problems."""
+
+    file: str
+    rater: str
+    ratings: tuple[Rating, ...]
+    problems: tuple[SheetProblem, ...]
+
+
+def _read_sheet_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """Header and (line number, cells) rows of a CSV or XLSX sheet (first worksheet)."""
+    suffix = path.suffix.lower()
+    if suffix in (".xlsx", ".xlsm"):
+        from openpyxl import load_workbook
+
+        try:
+            book = load_workbook(path, read_only=True, data_only=True)
+        except Exception as exc:  # openpyxl raises many types for a bad file
+            raise RatingError(f"{path}: not a readable XLSX workbook ({exc})") from None
+        sheet = book.worksheets[0]
+        rows = []
+        header: list[str] = []
+        for number, values in enumerate(sheet.iter_rows(values_only=True), start=1):
+            cells = ["" if v is None else str(v).strip() for v in values]
+            if number == 1:
+                header = [c.lower() for c in cells]
+            elif any(cells):
+                rows.append((number, cells))
+        book.close()
+        return header, rows
+    if suffix in (".csv", ".txt"):
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RatingError(f"{path}: cannot read sheet ({exc})") from None
+        reader = csv.reader(io.StringIO(text))
+        rows = []
+        header = []
+        for number, cells in enumerate(reader, start=1):
+            cells = [c.strip() for c in cells]
+            if number == 1:
+                header = [c.lower() for c in cells]
+            elif any(cells):
+                rows.append((number, cells))
+        return header, rows
+    raise RatingError(f"{path}: unsupported sheet type {suffix!r} (use .csv or .xlsx)")
+
+
+def check_sheet(
+    path: Path,
+    images: Sequence[StudyImage],
+    already_rated: dict[str, set[str]],
+    scale_min: int = 0,
+    scale_max: int = 4,
+    rater: str | None = None,
+    allow_missing: bool = False,
+) -> SheetCheck:
+    """Validate one per-rater sheet (columns ``image`` or ``image_id``, ``score``, optional
+    ``rater``; rater defaults to the file name stem). Problems: unknown image, duplicate image,
+    score not an integer in range, images of the study missing from the sheet, images the rater
+    already has in the database, more than one rater in one sheet."""
+    name = str(path)
+    header, rows = _read_sheet_rows(path)
+    problems: list[SheetProblem] = []
+    image_col = next((header.index(c) for c in SHEET_IMAGE_COLUMNS if c in header), None)
+    if image_col is None or "score" not in header:
+        return SheetCheck(
+            name, rater or path.stem, (), (SheetProblem(name, 1, "needs columns image and score"),)
+        )
+    score_col = header.index("score")
+    rater_col = header.index("rater") if "rater" in header else None
+    by_path = {im.image: im.image for im in images}
+    by_id = {im.image_id: im.image for im in images}
+    sheet_rater = rater
+    seen: dict[str, int] = {}
+    ratings: list[Rating] = []
+    now = utc_now()
+    for line, cells in rows:
+        cells = cells + [""] * (len(header) - len(cells))
+        key = cells[image_col].replace("\\", "/")
+        row_rater = cells[rater_col] if rater_col is not None else None
+        if row_rater:
+            if sheet_rater is None:
+                sheet_rater = row_rater
+            elif row_rater != sheet_rater:
+                problems.append(
+                    SheetProblem(name, line, f"rater {row_rater!r} differs from {sheet_rater!r}")
+                )
+                continue
+        image = by_path.get(key) or by_id.get(key) or by_id.get(Path(key).stem)
+        if not key:
+            problems.append(SheetProblem(name, line, "image is empty"))
+            continue
+        if image is None:
+            problems.append(SheetProblem(name, line, f"unknown image {key!r}"))
+            continue
+        if image in seen:
+            problems.append(
+                SheetProblem(name, line, f"duplicate image {key!r} (first on line {seen[image]})")
+            )
+            continue
+        seen[image] = line
+        text = cells[score_col]
+        try:
+            value = float(text)
+        except ValueError:
+            problems.append(SheetProblem(name, line, f"score {text!r} is not a number"))
+            continue
+        if not value.is_integer() or not scale_min <= value <= scale_max:
+            problems.append(
+                SheetProblem(
+                    name, line, f"score {text!r} is not an integer {scale_min}..{scale_max}"
+                )
+            )
+            continue
+        ratings.append(Rating("", image, int(value), None, now, "import", False))
+    sheet_rater = sheet_rater or path.stem
+    try:
+        check_rater_id(sheet_rater)
+    except RatingError as exc:
+        problems.append(SheetProblem(name, None, str(exc)))
+    missing = [im.image for im in images if im.image not in seen]
+    if missing and not allow_missing:
+        problems.append(
+            SheetProblem(
+                name, None, f"missing {len(missing)} of {len(images)} images (first: {missing[0]})"
+            )
+        )
+    clash = sorted(already_rated.get(sheet_rater, set()) & set(seen))
+    if clash:
+        problems.append(
+            SheetProblem(
+                name,
+                seen[clash[0]],
+                f"rater {sheet_rater!r} already has {len(clash)} of these images in the "
+                f"database (first: {clash[0]})",
+            )
+        )
+    ratings = [
+        Rating(sheet_rater, r.image, r.score, r.position, r.rated_at, r.source, False)
+        for r in ratings
+    ]
+    return SheetCheck(name, sheet_rater, tuple(ratings), tuple(problems))
+
+
+def import_sheets(
+    store: RatingStore,
+    paths: Sequence[Path],
+    images: Sequence[StudyImage],
+    allow_missing: bool = False,
+) -> tuple[list[SheetCheck], int]:
+    """Validate every sheet; import all of them in one transaction only if none has a problem.
+
+    Returns (checks, number of ratings imported); 0 imported when any sheet has problems.
+    """
+    already: dict[str, set[str]] = {}
+    for r in store.ratings():
+        already.setdefault(r.rater, set()).add(r.image)
+    checks = []
+    raters_seen: dict[str, str] = {}
+    for path in paths:
+        check = check_sheet(
+            Path(path), images, already, store.scale_min, store.scale_max, None, allow_missing
+        )
+        if check.rater in raters_seen and not check.problems:
+            check = SheetCheck(
+                check.file,
+                check.rater,
+                check.ratings,
+                (
+                    SheetProblem(
+                        check.file, None, f"rater {check.rater!r} also in {raters_seen[check.rater]}"
+                    ),
+                ),
+            )
+        raters_seen.setdefault(check.rater, check.file)
+        checks.append(check)
+    if any(c.problems for c in checks):
+        return checks, 0
+    for check in checks:
+        existing = store.rater(check.rater)
+        if existing is None:
+            store.add_raters([check.rater])
+        elif existing.simulated:
+            raise RatingError(f"{check.file}: rater {check.rater!r} is a simulated rater")
+    count = store.insert_ratings([r for c in checks for r in c.ratings])
+    return checks, count
+
+
+# ----------------------------------------------------------------------------- long CSV
+
+
+def read_long_csv(
+    path: Path, content_column: str | None = None, content_pattern: str | None = None
+) -> ScoreMatrix:
+    """Read a long CSV (columns stimulus or image, rater, score) into a :class:`ScoreMatrix`.
+
+    The content (source) of each stimulus for the MLE ambiguity term comes from
+    ``content_column`` or from the first group of the regular expression ``content_pattern``
+    applied to the stimulus name (e.g. ``^([^_]+)_`` for SUREAL's NFLX names); otherwise all
+    stimuli share one content.
+    """
+    try:
+        frame = pd.read_csv(path, comment="#", dtype={"rater": str})
+    except FileNotFoundError:
+        raise RatingError(f"{path}: file not found") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise RatingError(f"{path}: not a readable CSV ({exc})") from None
+    stim_col = "stimulus" if "stimulus" in frame.columns else "image"
+    missing = [c for c in (stim_col, "rater", "score") if c not in frame.columns]
+    if missing:
+        raise RatingError(f"{path}: missing column(s) {', '.join(missing)} (need stimulus, rater, score)")
+    scores = pd.to_numeric(frame["score"], errors="coerce")
+    bad = scores.isna()
+    if bad.any():
+        line = int(np.flatnonzero(bad.to_numpy())[0]) + 2
+        raise RatingError(f"{path}: line {line}: score {frame['score'].iloc[line - 2]!r} is not a number")
+    stimuli = frame[stim_col].astype(str)
+    content = None
+    if content_column:
+        if content_column not in frame.columns:
+            raise RatingError(f"{path}: content column {content_column!r} not found")
+        content = frame[content_column].astype(str)
+    elif content_pattern:
+        try:
+            extracted = stimuli.str.extract(content_pattern, expand=False)
+        except (re.error, ValueError) as exc:
+            raise RatingError(f"content pattern {content_pattern!r} is invalid ({exc})") from None
+        if isinstance(extracted, pd.DataFrame):
+            extracted = extracted.iloc[:, 0]
+        if extracted.isna().any():
+            first = stimuli[extracted.isna()].iloc[0]
+            raise RatingError(f"content pattern {content_pattern!r} does not match {first!r}")
+        content = extracted
+    try:
+        return score_matrix(stimuli, frame["rater"].astype(str), scores, content)
+    except RatingError as exc:
+        raise RatingError(f"{path}: {exc}") from None
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _frame_to_csv(frame: pd.DataFrame, path: Path, simulated: bool) -> None:
+    body = frame.to_csv(index=False, lineterminator="\n", float_format="%.6f")
+    atomic_write_text(path, (SIMULATED_BANNER + "\n" if simulated else "") + body)
+
+
+def stimulus_table(result: Aggregation) -> pd.DataFrame:
+    """Per-stimulus results: mos, std, n, CI, bt500_mos and MLE quality (when fitted)."""
+    st = result.stats
+    table = pd.DataFrame(
+        {
+            "stimulus": list(result.matrix.stimuli),
+            "mos": st.mos,
+            "std": st.std,
+            "n": st.n,
+            "ci95_low": st.ci_low,
+            "ci95_high": st.ci_high,
+            "ci95_halfwidth": st.ci_half,
+            "bt500_mos": result.bt500_mos,
+        }
+    )
+    if result.mle is not None:
+        table["mle_quality"] = result.mle.quality
+        table["mle_quality_std"] = result.mle.quality_std
+    return table
+
+
+def rater_table(result: Aggregation, simulated: dict[str, bool] | None = None) -> pd.DataFrame:
+    """Per-rater report: counts, mean score, BT.500 P/Q/decision/reason, MLE bias/inconsistency."""
+    m = result.matrix
+    bt = result.bt500
+    mask = ~np.isnan(m.scores)
+    table = pd.DataFrame(
+        {
+            "rater": list(m.raters),
+            "n_ratings": mask.sum(axis=0),
+            "mean_score": np.nanmean(m.scores, axis=0),
+            "bt500_p": bt.p.astype(int),
+            "bt500_q": bt.q.astype(int),
+            "bt500_rejected": bt.rejected.astype(int),
+            "bt500_reason": [bt.reason(i) for i in range(len(m.raters))],
+        }
+    )
+    if result.mle is not None:
+        table["mle_bias"] = result.mle.bias
+        table["mle_inconsistency"] = result.mle.inconsistency
+    if simulated is not None:
+        table["simulated"] = [bool(simulated.get(r, False)) for r in m.raters]
+    return table
+
+
+def agreement_summary(result: Aggregation) -> dict[str, object]:
+    icc = result.icc
+    return {
+        "stimuli": len(result.matrix.stimuli),
+        "raters": len(result.matrix.raters),
+        "ratings": int((~np.isnan(result.matrix.scores)).sum()),
+        "icc": None
+        if icc is None
+        else {
+            "icc2_1_absolute_agreement_single": icc.icc2_1,
+            "icc2_k_absolute_agreement_mean": icc.icc2_k,
+            "icc3_1_consistency_single": icc.icc3_1,
+            "icc3_k_consistency_mean": icc.icc3_k,
+            "complete_stimuli": icc.n_stimuli,
+            "k_raters": icc.k_raters,
+        },
+        "krippendorff_alpha_interval": result.alpha_interval,
+        "krippendorff_alpha_ordinal": result.alpha_ordinal,
+        "bt500_rejected": [r for r, x in zip(result.matrix.raters, result.bt500.rejected) if x],
+        "bt500_unanimous_stimuli": result.bt500.unanimous_stimuli,
+        "ci_method": result.stats.ci_method,
+        "screened": result.screened,
+        "zscored": result.zscored,
+        "mle_iterations": None if result.mle is None else result.mle.iterations,
+        "mle_converged": None if result.mle is None else result.mle.converged,
+    }
+
+
+def write_agreement_figure(result: Aggregation, path: Path) -> None:
+    """PNG: each rater's scores against the MOS of the others, plus MLE bias/inconsistency."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = result.matrix
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    x = m.scores
+    for s, name in enumerate(m.raters[:12]):
+        others = np.nanmean(np.delete(x, s, axis=1), axis=1) if x.shape[1] > 1 else x[:, s]
+        ok = ~np.isnan(x[:, s])
+        jitter = (np.arange(ok.sum()) % 7 - 3) * 0.02
+        axes[0].scatter(others[ok], x[ok, s] + jitter, s=6, alpha=0.4, label=name)
+    axes[0].set_xlabel("MOS of the other raters")
+    axes[0].set_ylabel("rater score")
+    axes[0].set_title("Agreement (ICC(2,1) = %s)" % ("n/a" if result.icc is None else f"{result.icc.icc2_1:.3f}"))
+    if len(m.raters) <= 12:
+        axes[0].legend(fontsize=7, markerscale=2)
+    if result.mle is not None:
+        axes[1].errorbar(
+            result.mle.bias, np.arange(len(m.raters)), xerr=1.96 * result.mle.bias_std, fmt="o"
+        )
+        axes[1].scatter(result.mle.inconsistency, np.arange(len(m.raters)), marker="x", color="C3")
+        axes[1].set_yticks(np.arange(len(m.raters)), list(m.raters), fontsize=7)
+        axes[1].axvline(0, color="grey", lw=0.5)
+        axes[1].set_xlabel("MLE bias (o, 95% CI) and inconsistency (x), score units")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    from petctiqa.atomic import atomic_write_bytes
+
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def write_aggregation(
+    result: Aggregation,
+    out: Path,
+    simulated_raters: dict[str, bool] | None = None,
+    figure: bool = True,
+) -> dict[str, Path]:
+    """Write ``stimulus_mos.csv``, ``rater_report.csv``, ``agreement.json`` (and
+    ``agreement.png``) for any aggregation; returns the written paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    simulated = bool(simulated_raters) and any(simulated_raters.values())
+    paths = {
+        "stimulus_mos": out / "stimulus_mos.csv",
+        "rater_report": out / "rater_report.csv",
+        "agreement": out / "agreement.json",
+    }
+    _frame_to_csv(stimulus_table(result), paths["stimulus_mos"], simulated)
+    _frame_to_csv(rater_table(result, simulated_raters), paths["rater_report"], simulated)
+    summary = agreement_summary(result)
+    summary["simulated"] = simulated
+    atomic_write_text(paths["agreement"], json.dumps(summary, indent=2) + "\n")
+    if figure:
+        paths["figure"] = out / "agreement.png"
+        write_agreement_figure(result, paths["figure"])
+    return paths
+
+
+def export_study(
+    store: RatingStore,
+    dataset: Path,
+    images: Sequence[StudyImage],
+    out: Path,
+    *,
+    ci: str = "t",
+    screening: bool = False,
+    zscore: bool = False,
+    mle: bool = True,
+    figure: bool = True,
+) -> dict[str, Path]:
+    """Export a study: ``ratings_raw.csv`` (long), ``mos.csv`` (the training CSV: one row per
+    manifest image with mos/std/n/CI, manifest patient/slice/levels, split, simulated), plus the
+    rater report and agreement files of :func:`write_aggregation`.
+
+    Images without ratings get n = 0 and empty statistics. Raises if nothing was rated.
+    """
+    ratings = store.ratings()
+    if not ratings:
+        raise RatingError(f"{store.path}: no ratings to export")
+    simulated_raters = {r.rater: r.simulated for r in store.raters()}
+    any_sim = any(r.simulated for r in ratings)
+    info = {im.image: im for im in images}
+    raw = pd.DataFrame(
+        {
+            "image": [r.image for r in ratings],
+            "image_id": [info[r.image].image_id if r.image in info else "" for r in ratings],
+            "rater": [r.rater for r in ratings],
+            "score": [r.score for r in ratings],
+            "position": pd.array([r.position for r in ratings], dtype="Int64"),
+            "rated_at": [r.rated_at for r in ratings],
+            "source": [r.source for r in ratings],
+            "simulated": [str(bool(r.simulated)).lower() for r in ratings],
+        }
+    )
+    rated_images = [im.image for im in images if im.image in set(raw["image"])]
+    matrix = score_matrix(
+        raw["image"],
+        raw["rater"],
+        raw["score"].astype(float),
+        content=[info[i].slice_id if i in info else i for i in raw["image"]],
+        stimulus_order=rated_images,
+    )
+    check_scale(matrix, store.scale_min, store.scale_max)
+    result = aggregate(matrix, ci=ci, screening=screening, zscore=zscore, mle=mle)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = write_aggregation(result, out, simulated_raters, figure=figure)
+    raw_path = out / "ratings_raw.csv"
+    _frame_to_csv(raw, raw_path, any_sim)
+    paths["ratings_raw"] = raw_path
+
+    per_stim = stimulus_table(result).set_index("stimulus")
+    sim_images = set(raw.loc[raw["simulated"] == "true", "image"])
+    manifest = pd.read_csv(dataset / "manifest.csv", dtype=str)
+    rows = []
+    for im in images:
+        row = {
+            "image": im.image,
+            "image_id": im.image_id,
+        }
+        if im.image in per_stim.index:
+            s = per_stim.loc[im.image]
+            row.update(
+                mos=s["mos"], std=s["std"], n=int(s["n"]), ci95_low=s["ci95_low"],
+                ci95_high=s["ci95_high"], bt500_mos=s["bt500_mos"],
+            )
+            if mle:
+                row.update(mle_quality=s["mle_quality"], mle_quality_std=s["mle_quality_std"])
+        else:
+            row.update(mos=np.nan, std=np.nan, n=0, ci95_low=np.nan, ci95_high=np.nan, bt500_mos=np.nan)
+        row.update(
+            patient_id=im.patient_id,
+            slice_id=im.slice_id,
+            poisson_level=im.poisson_level,
+            gaussian_level=im.gaussian_level,
+            jpeg_level=im.jpeg_level,
+            split=im.split,
+            simulated=str(im.image in sim_images).lower(),
+        )
+        rows.append(row)
+    mos = pd.DataFrame(rows)
+    extra = [c for c in ("slice_number", "reference", "poisson_value", "gaussian_sigma", "jpeg_quality")
+             if c in manifest.columns]
+    if extra:
+        mos = mos.merge(manifest[["image", *extra]], on="image", how="left")
+    mos_path = out / "mos.csv"
+    _frame_to_csv(mos, mos_path, any_sim)
+    paths["mos"] = mos_path
+    return paths

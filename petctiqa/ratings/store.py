@@ -1,0 +1,475 @@
+"""The ratings database: one SQLite file (WAL journal, synchronous=FULL) per study.
+
+Every rating is committed in its own transaction the moment it is given, so killing the server
+at any point loses no answered rating. Tables:
+
+- ``meta`` (key, value): study seed, scale, admin-token hash, creation time.
+- ``images`` (image, image_id, slice_id, width, height): the study's images (relative paths).
+- ``raters`` (rater, token, simulated, training_done, created_at).
+- ``presentation`` (rater, position, image): each rater's stored order (0-based positions).
+- ``ratings`` (id, rater, image, score, position, rated_at, source, simulated), unique per
+  (rater, image); ``source`` is ``web``, ``import`` or ``simulate``.
+- ``retracted``: ratings withdrawn by "undo", kept for the audit trail.
+
+Timestamps are UTC ISO 8601 with milliseconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from petctiqa.errors import RatingError
+from petctiqa.ratings.order import presentation_order
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+    image TEXT PRIMARY KEY, image_id TEXT NOT NULL, slice_id TEXT NOT NULL,
+    width INTEGER, height INTEGER);
+CREATE TABLE IF NOT EXISTS raters (
+    rater TEXT PRIMARY KEY, token TEXT NOT NULL UNIQUE, simulated INTEGER NOT NULL DEFAULT 0,
+    training_done INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS presentation (
+    rater TEXT NOT NULL REFERENCES raters(rater), position INTEGER NOT NULL,
+    image TEXT NOT NULL REFERENCES images(image),
+    PRIMARY KEY (rater, position), UNIQUE (rater, image));
+CREATE TABLE IF NOT EXISTS ratings (
+    id INTEGER PRIMARY KEY, rater TEXT NOT NULL REFERENCES raters(rater),
+    image TEXT NOT NULL REFERENCES images(image), score INTEGER NOT NULL,
+    position INTEGER, rated_at TEXT NOT NULL, source TEXT NOT NULL,
+    simulated INTEGER NOT NULL DEFAULT 0, UNIQUE (rater, image));
+CREATE TABLE IF NOT EXISTS retracted (
+    id INTEGER PRIMARY KEY, rating_id INTEGER NOT NULL, rater TEXT NOT NULL, image TEXT NOT NULL,
+    score INTEGER NOT NULL, position INTEGER, rated_at TEXT NOT NULL, source TEXT NOT NULL,
+    retracted_at TEXT NOT NULL);
+"""
+
+RATER_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+class RatingRejected(RatingError):
+    """A rating the store refuses; ``kind`` is ``invalid``, ``unknown`` or ``conflict``."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class Rater:
+    rater: str
+    token: str
+    simulated: bool
+    training_done: bool
+
+
+@dataclass(frozen=True)
+class Rating:
+    rater: str
+    image: str
+    score: int
+    position: int | None
+    rated_at: str
+    source: str
+    simulated: bool
+
+
+@dataclass(frozen=True)
+class Progress:
+    rater: str
+    done: int
+    total: int
+    simulated: bool
+    last_rated_at: str | None
+
+
+def utc_now() -> str:
+    """Current UTC time as ISO 8601 with milliseconds (``2025-01-31T12:00:00.123Z``)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def check_rater_id(rater: str) -> str:
+    """Rater IDs: 1-64 characters from letters, digits, ``-``, ``_``, ``.``."""
+    if not rater or len(rater) > 64 or not set(rater) <= RATER_ID_CHARS:
+        raise RatingError(
+            f"rater ID {rater!r} is invalid: use 1-64 letters, digits, '-', '_' or '.'"
+        )
+    return rater
+
+
+class RatingStore:
+    """Thread-safe access to one study database (one SQLite connection per thread)."""
+
+    def __init__(self, path: str | Path, scale_min: int = 0, scale_max: int = 4) -> None:
+        self.path = Path(path)
+        self.scale_min = scale_min
+        self.scale_max = scale_max
+        self._local = threading.local()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as conn:
+            conn.executescript(SCHEMA)
+
+    # ------------------------------------------------------------------ connections
+
+    def _connect(self) -> _Tx:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            except sqlite3.Error as exc:
+                raise RatingError(f"{self.path}: cannot open rating database ({exc})") from None
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return _Tx(conn)
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # ------------------------------------------------------------------ study
+
+    def meta(self, key: str) -> str | None:
+        with self._connect() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES(?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def init_study(
+        self,
+        images: Sequence[tuple[str, str, str, int | None, int | None]],
+        seed: int | None = None,
+        scale_name: str = "likert-0-4",
+    ) -> int:
+        """Create the study (idempotent). ``images``: (image, image_id, slice_id, width, height).
+
+        The first call stores the image list and the seed (random when None); later calls
+        check that the dataset still lists the same images and return the stored seed.
+        """
+        stored = self.meta("seed")
+        with self._connect() as conn:
+            known = {r[0] for r in conn.execute("SELECT image FROM images")}
+        wanted = {row[0] for row in images}
+        if stored is not None:
+            if known != wanted:
+                extra = sorted(wanted - known)[:1] or sorted(known - wanted)[:1]
+                raise RatingError(
+                    f"{self.path}: the dataset's images differ from the study's "
+                    f"({len(wanted)} vs {len(known)}, e.g. {extra[0]!r}); use a new --db"
+                )
+            if seed is not None and int(stored) != seed:
+                raise RatingError(f"{self.path}: study seed is {stored}, not {seed}")
+            return int(stored)
+        seed = secrets.randbits(32) if seed is None else int(seed)
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "INSERT OR REPLACE INTO images(image, image_id, slice_id, width, height) "
+                "VALUES (?, ?, ?, ?, ?)",
+                images,
+            )
+            conn.executemany(
+                "INSERT INTO meta(key, value) VALUES (?, ?)",
+                [("seed", str(seed)), ("scale", scale_name), ("created_at", utc_now())],
+            )
+        return seed
+
+    def images(self) -> list[tuple[str, str, str, int | None, int | None]]:
+        with self._connect() as conn:
+            return list(
+                conn.execute(
+                    "SELECT image, image_id, slice_id, width, height FROM images ORDER BY image"
+                )
+            )
+
+    def image_info(self, image: str) -> tuple[str, str, str, int | None, int | None] | None:
+        with self._connect() as conn:
+            return conn.execute(
+                "SELECT image, image_id, slice_id, width, height FROM images WHERE image = ?",
+                (image,),
+            ).fetchone()
+
+    # ------------------------------------------------------------------ raters
+
+    def add_raters(self, raters: Iterable[str], simulated: bool = False) -> list[Rater]:
+        """Register raters (existing ones are returned unchanged) with their token and order."""
+        seed_text = self.meta("seed")
+        if seed_text is None:
+            raise RatingError(f"{self.path}: study not initialised")
+        seed = int(seed_text)
+        rows = self.images()
+        names = [r[0] for r in rows]
+        slices = [r[2] for r in rows]
+        out = []
+        for rater in raters:
+            check_rater_id(rater)
+            existing = self.rater(rater)
+            if existing is not None:
+                if existing.simulated != simulated:
+                    kind = "simulated" if existing.simulated else "real"
+                    raise RatingError(f"rater {rater!r} already exists as a {kind} rater")
+                out.append(existing)
+                continue
+            order = presentation_order(slices, seed, rater)
+            token = secrets.token_urlsafe(18)
+            with self._connect() as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(
+                    "INSERT INTO raters(rater, token, simulated, created_at) VALUES (?, ?, ?, ?)",
+                    (rater, token, int(simulated), utc_now()),
+                )
+                conn.executemany(
+                    "INSERT INTO presentation(rater, position, image) VALUES (?, ?, ?)",
+                    [(rater, pos, names[i]) for pos, i in enumerate(order)],
+                )
+            out.append(Rater(rater, token, simulated, False))
+        return out
+
+    def rater(self, rater: str) -> Rater | None:
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT rater, token, simulated, training_done FROM raters WHERE rater = ?",
+                (rater,),
+            ).fetchone()
+        return None if row is None else Rater(row[0], row[1], bool(row[2]), bool(row[3]))
+
+    def rater_by_token(self, token: str) -> Rater | None:
+        with self._connect() as conn:
+            rows = conn.execute("SELECT rater, token, simulated, training_done FROM raters")
+            for row in rows:
+                if hmac.compare_digest(row[1].encode(), token.encode()):
+                    return Rater(row[0], row[1], bool(row[2]), bool(row[3]))
+        return None
+
+    def raters(self) -> list[Rater]:
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT rater, token, simulated, training_done FROM raters ORDER BY rater"
+            ).fetchall()
+        return [Rater(r[0], r[1], bool(r[2]), bool(r[3])) for r in rows]
+
+    def set_training_done(self, rater: str) -> None:
+        with self._connect() as conn:
+            conn.execute("UPDATE raters SET training_done = 1 WHERE rater = ?", (rater,))
+
+    # ------------------------------------------------------------------ admin token
+
+    def new_admin_token(self) -> str:
+        """Create (or replace) the admin token; only its SHA-256 is stored."""
+        token = secrets.token_urlsafe(24)
+        self.set_meta("admin_token_sha256", token_hash(token))
+        return token
+
+    def has_admin_token(self) -> bool:
+        return self.meta("admin_token_sha256") is not None
+
+    def check_admin(self, token: str) -> bool:
+        stored = self.meta("admin_token_sha256")
+        return stored is not None and hmac.compare_digest(stored, token_hash(token))
+
+    # ------------------------------------------------------------------ rating flow
+
+    def next_item(self, rater: str) -> tuple[int, str] | None:
+        """(position, image) of the first image in the rater's order not yet rated."""
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT p.position, p.image FROM presentation p LEFT JOIN ratings r "
+                "ON r.rater = p.rater AND r.image = p.image "
+                "WHERE p.rater = ? AND r.id IS NULL ORDER BY p.position LIMIT 1",
+                (rater,),
+            ).fetchone()
+        return None if row is None else (int(row[0]), row[1])
+
+    def progress(self, rater: str) -> Progress:
+        with self._connect() as conn:
+            total, simulated = conn.execute(
+                "SELECT (SELECT COUNT(*) FROM images), simulated FROM raters WHERE rater = ?",
+                (rater,),
+            ).fetchone()
+            done, last = conn.execute(
+                "SELECT COUNT(*), MAX(rated_at) FROM ratings WHERE rater = ?", (rater,)
+            ).fetchone()
+        return Progress(rater, int(done), int(total), bool(simulated), last)
+
+    def check_score(self, score: object) -> int:
+        if isinstance(score, bool) or not isinstance(score, int | float) or score != int(score):
+            raise RatingRejected(f"score must be an integer, got {score!r}", "invalid")
+        value = int(score)
+        if not self.scale_min <= value <= self.scale_max:
+            raise RatingRejected(
+                f"score {value} is outside the scale {self.scale_min}..{self.scale_max}",
+                "invalid",
+            )
+        return value
+
+    def record_web_rating(self, rater: str, image: str, position: int, score: object) -> Rating:
+        """Commit one rating given in the web app.
+
+        The image must be the rater's current one (``position`` and ``image`` as served);
+        otherwise :class:`RatingRejected` with kind ``unknown`` (not in the study),
+        ``conflict`` (already rated / not the current image) or ``invalid`` (bad score).
+        """
+        value = self.check_score(score)
+        now = utc_now()
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if conn.execute("SELECT 1 FROM images WHERE image = ?", (image,)).fetchone() is None:
+                    raise RatingRejected(f"image {image!r} is not in this study", "unknown")
+                if conn.execute(
+                    "SELECT 1 FROM ratings WHERE rater = ? AND image = ?", (rater, image)
+                ).fetchone():
+                    raise RatingRejected(
+                        f"rater {rater!r} already rated {image!r}; undo it first", "conflict"
+                    )
+                row = conn.execute(
+                    "SELECT p.position, p.image FROM presentation p LEFT JOIN ratings r "
+                    "ON r.rater = p.rater AND r.image = p.image "
+                    "WHERE p.rater = ? AND r.id IS NULL ORDER BY p.position LIMIT 1",
+                    (rater,),
+                ).fetchone()
+                if row is None or row[0] != position or row[1] != image:
+                    raise RatingRejected(
+                        f"{image!r} at position {position} is not rater {rater!r}'s current "
+                        "image (another tab or a stale page?); reload",
+                        "conflict",
+                    )
+                conn.execute(
+                    "INSERT INTO ratings(rater, image, score, position, rated_at, source, "
+                    "simulated) VALUES (?, ?, ?, ?, ?, 'web', 0)",
+                    (rater, image, value, position, now),
+                )
+            except BaseException:
+                conn.rollback_quietly()
+                raise
+        return Rating(rater, image, value, position, now, "web", False)
+
+    def undo_last(self, rater: str) -> Rating | None:
+        """Withdraw the rater's most recent web rating (moved to ``retracted``)."""
+        now = utc_now()
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute(
+                "SELECT id, image, score, position, rated_at FROM ratings "
+                "WHERE rater = ? AND source = 'web' ORDER BY id DESC LIMIT 1",
+                (rater,),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "INSERT INTO retracted(rating_id, rater, image, score, position, rated_at, "
+                "source, retracted_at) VALUES (?, ?, ?, ?, ?, ?, 'web', ?)",
+                (row[0], rater, row[1], row[2], row[3], row[4], now),
+            )
+            conn.execute("DELETE FROM ratings WHERE id = ?", (row[0],))
+        return Rating(rater, row[1], int(row[2]), row[3], row[4], "web", False)
+
+    def insert_ratings(self, ratings: Sequence[Rating]) -> int:
+        """Insert many ratings in ONE transaction (all or nothing); returns the count."""
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT INTO ratings(rater, image, score, position, rated_at, source, "
+                    "simulated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            r.rater,
+                            r.image,
+                            self.check_score(r.score),
+                            r.position,
+                            r.rated_at,
+                            r.source,
+                            int(r.simulated),
+                        )
+                        for r in ratings
+                    ],
+                )
+            except sqlite3.IntegrityError as exc:
+                conn.rollback_quietly()
+                raise RatingError(f"{self.path}: ratings not stored ({exc})") from None
+            except BaseException:
+                conn.rollback_quietly()
+                raise
+        return len(ratings)
+
+    # ------------------------------------------------------------------ reading
+
+    def ratings(self) -> list[Rating]:
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT rater, image, score, position, rated_at, source, simulated "
+                "FROM ratings ORDER BY rater, rated_at, id"
+            ).fetchall()
+        return [Rating(r[0], r[1], int(r[2]), r[3], r[4], r[5], bool(r[6])) for r in rows]
+
+    def rated_images(self, rater: str) -> set[str]:
+        with self._connect() as conn:
+            return {
+                r[0] for r in conn.execute("SELECT image FROM ratings WHERE rater = ?", (rater,))
+            }
+
+    def any_simulated(self) -> bool:
+        with self._connect() as conn:
+            return conn.execute("SELECT 1 FROM ratings WHERE simulated = 1 LIMIT 1").fetchone() is not None
+
+    def all_progress(self) -> list[Progress]:
+        return [self.progress(r.rater) for r in self.raters()]
+
+
+class _Tx:
+    """Context manager over a connection in autocommit mode: commits an open transaction on a
+    clean exit, rolls it back on an exception."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> _Tx:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._conn.in_transaction:
+            if exc_type is None:
+                self._conn.execute("COMMIT")
+            else:
+                self._conn.execute("ROLLBACK")
+
+    def execute(self, sql: str, params: Sequence = ()) -> sqlite3.Cursor:
+        return self._conn.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence]) -> sqlite3.Cursor:
+        return self._conn.executemany(sql, rows)
+
+    def executescript(self, sql: str) -> sqlite3.Cursor:
+        return self._conn.executescript(sql)
+
+    def rollback_quietly(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.in_transaction

@@ -1,0 +1,180 @@
+"""PET/CT fusion renders: PET resampled onto a CT slice in patient coordinates, CT through a
+window as grey, PET through a colour map blended on top, as a ``size x size`` RGB uint8 image.
+
+Conventions
+-----------
+- Volumes follow :class:`petctiqa.dicom.records.Volume`: ``array[k, j, i]`` (slice, row, column)
+  and an affine from voxel ``(i, j, k, 1)`` to patient LPS mm. PET must be in SUV
+  (``"SUVbw"`` or scanner ``"GML"``), CT in HU.
+- Resampling is trilinear in PET voxel space. The PET field covers voxel coordinates
+  ``[-0.5, n - 0.5]`` on each axis (voxel centres at integers); inside it, values between the
+  outermost centre and the field edge take the edge value; outside it the PET is 0.
+- Grey: ``g = clip((HU - (L - W/2)) / W, 0, 1)``. PET: ``t = clip((SUV - suv_min) /
+  (suv_max - suv_min), 0, 1)`` through the colour map (black at 0). Fused:
+  ``ct_weight * g + pet_weight * cmap(t)`` per channel; then, with ``normalize_max``, the image is
+  scaled so its maximum is 255 (as in the published images), and rounded to uint8.
+- A CT slice that is not ``size x size`` is padded with air (HU -1000, SUV 0) to a square,
+  centred, and resized bilinearly to ``size``; pixels are taken as square (true for CT).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+from petctiqa.colormaps import apply_colormap
+from petctiqa.dicom.records import Volume
+from petctiqa.errors import PetctiqaError
+from petctiqa.protocol import RENDER_MODES, RenderSettings
+
+AIR_HU = -1000.0
+SUV_UNITS = ("SUVbw", "GML")
+
+
+# ----------------------------------------------------------------------------- resampling
+
+
+def ct_slice_to_pet_voxels(pet: Volume, ct: Volume, ct_slice: int) -> np.ndarray:
+    """Fractional PET voxel coordinates ``(k, j, i)`` of every pixel of one CT slice.
+
+    Returns float64, shape ``(3, ct rows, ct cols)`` (order as ``pet.array`` axes).
+    """
+    n_slices, rows, cols = ct.shape
+    if not 0 <= ct_slice < n_slices:
+        raise PetctiqaError(
+            f"CT slice index {ct_slice} out of range 0..{n_slices - 1} "
+            f"(series {ct.series.series_uid})"
+        )
+    ct_to_pet = np.linalg.inv(pet.affine) @ ct.affine  # CT voxel (i, j, k, 1) -> PET voxel
+    offset = ct_to_pet[:3, 2] * ct_slice + ct_to_pet[:3, 3]
+    column = np.arange(cols, dtype=np.float64)
+    row = np.arange(rows, dtype=np.float64)
+    ijk = (
+        ct_to_pet[:3, 0, None, None] * column[None, None, :]
+        + ct_to_pet[:3, 1, None, None] * row[None, :, None]
+        + offset[:, None, None]
+    )
+    return ijk[::-1]  # (i, j, k) -> (k, j, i)
+
+
+def resample_pet_to_ct_slice(pet: Volume, ct: Volume, ct_slice: int) -> np.ndarray:
+    """PET values on CT slice ``ct_slice`` in patient coordinates: float32 (ct rows, ct cols).
+
+    Trilinear interpolation; 0 outside the PET field (see module conventions). PET and CT must
+    share a frame of reference.
+    """
+    pet_for = pet.series.frame_of_reference_uid
+    ct_for = ct.series.frame_of_reference_uid
+    if pet_for and ct_for and pet_for != ct_for:
+        raise PetctiqaError(
+            f"PET series {pet.series.series_uid} (frame of reference {pet_for}) and CT series "
+            f"{ct.series.series_uid} ({ct_for}) are not in the same frame of reference"
+        )
+    coords = ct_slice_to_pet_voxels(pet, ct, ct_slice)
+    shape = np.asarray(pet.shape, dtype=np.float64)[:, None, None]
+    inside = np.all((coords >= -0.5) & (coords <= shape - 0.5), axis=0)
+    out = np.zeros(inside.shape, dtype=np.float32)
+    if not inside.any():
+        return out
+    # Only the PET slices the CT plane crosses are needed (one or two for parallel planes).
+    k = coords[0][inside]
+    first = int(np.clip(np.floor(k.min()), 0, pet.shape[0] - 1))
+    last = int(np.clip(np.ceil(k.max()), 0, pet.shape[0] - 1))
+    block = np.ascontiguousarray(pet.array[first : last + 1], dtype=np.float32)
+    points = coords[:, inside]
+    points[0] -= first
+    out[inside] = ndimage.map_coordinates(block, points, order=1, mode="nearest", output=np.float32)
+    return out
+
+
+# ----------------------------------------------------------------------------- fusion
+
+
+def _check_settings(settings: RenderSettings) -> None:
+    if settings.mode not in RENDER_MODES:
+        raise PetctiqaError(
+            f"field 'render.mode' must be one of {', '.join(RENDER_MODES)}, got {settings.mode!r}"
+        )
+    if settings.ct_window_width <= 0 or settings.suv_max <= settings.suv_min:
+        raise PetctiqaError(
+            f"render settings need ct_window_width > 0 and suv_max > suv_min, got {settings}"
+        )
+
+
+def square_and_resize(array: np.ndarray, size: int, fill: float) -> np.ndarray:
+    """Pad a 2-D float image with ``fill`` to a centred square, then resize bilinearly to size."""
+    rows, cols = array.shape
+    side = max(rows, cols)
+    if rows != cols:
+        top, left = (side - rows) // 2, (side - cols) // 2
+        padded = np.full((side, side), fill, dtype=np.float32)
+        padded[top : top + rows, left : left + cols] = array
+        array = padded
+    array = np.asarray(array, dtype=np.float32)
+    if side != size:
+        array = cv2.resize(array, (size, size), interpolation=cv2.INTER_LINEAR)
+    return array
+
+
+def window_ct(ct_hu: np.ndarray, width: float, level: float) -> np.ndarray:
+    """CT grey level in [0, 1]: ``clip((HU - (level - width / 2)) / width, 0, 1)`` (float32)."""
+    grey = (np.asarray(ct_hu, dtype=np.float32) - np.float32(level - width / 2)) / np.float32(width)
+    return np.clip(grey, 0.0, 1.0, out=grey)
+
+
+def pet_colour(pet_suv: np.ndarray, settings: RenderSettings) -> np.ndarray:
+    """PET colour in [0, 1]^3 (float32, shape + (3,)); 0 (and NaN) uptake is black."""
+    span = np.float32(settings.suv_max - settings.suv_min)
+    scaled = (np.nan_to_num(np.asarray(pet_suv, np.float32)) - np.float32(settings.suv_min)) / span
+    return apply_colormap(scaled, settings.colormap)
+
+
+def fuse_pet_on_ct(ct_hu: np.ndarray, pet_suv: np.ndarray, settings: RenderSettings) -> np.ndarray:
+    """Render one slice: uint8 RGB ``(settings.size, settings.size, 3)``.
+
+    ``ct_hu`` (HU) and ``pet_suv`` (SUV, already on the CT grid) are 2-D arrays of one shape.
+    ``settings.mode``: ``"fused"`` (CT grey + PET colour), ``"ct"`` (grey only) or ``"pet"``
+    (colour only).
+    """
+    _check_settings(settings)
+    ct_hu = np.asarray(ct_hu)
+    pet_suv = np.asarray(pet_suv)
+    if ct_hu.ndim != 2 or ct_hu.shape != pet_suv.shape:
+        raise PetctiqaError(
+            f"CT and PET slices must be 2-D arrays of one shape, got {ct_hu.shape} and "
+            f"{pet_suv.shape}"
+        )
+    size = settings.size
+    rgb = np.zeros((size, size, 3), dtype=np.float32)
+    if settings.mode in ("fused", "ct"):
+        ct_square = square_and_resize(ct_hu, size, AIR_HU)
+        grey = window_ct(ct_square, settings.ct_window_width, settings.ct_window_level)
+        weight = settings.ct_weight if settings.mode == "fused" else 1.0
+        rgb += (np.float32(weight) * grey)[..., None]
+    if settings.mode in ("fused", "pet"):
+        pet_square = square_and_resize(np.nan_to_num(pet_suv), size, 0.0)
+        weight = settings.pet_weight if settings.mode == "fused" else 1.0
+        rgb += np.float32(weight) * pet_colour(pet_square, settings)
+    peak = float(rgb.max())
+    scale = 255.0 / peak if settings.normalize_max and peak > 0 else 255.0
+    rgb *= np.float32(scale)
+    np.clip(rgb, 0.0, 255.0, out=rgb)
+    return np.rint(rgb).astype(np.uint8)
+
+
+def render_slice(ct: Volume, pet: Volume, ct_slice: int, settings: RenderSettings) -> np.ndarray:
+    """Fusion render of CT slice ``ct_slice`` with the PET resampled onto it (uint8 RGB)."""
+    _check_settings(settings)
+    if settings.mode == "ct":
+        pet_on_ct = np.zeros(ct.shape[1:], dtype=np.float32)
+    else:
+        if pet.unit not in SUV_UNITS:
+            raise PetctiqaError(
+                f"PET series {pet.series.series_uid} is in {pet.unit!r}; the render needs SUV "
+                f"({' or '.join(SUV_UNITS)}) - load it with petctiqa.dicom.suv.load_pet_suv"
+            )
+        pet_on_ct = resample_pet_to_ct_slice(pet, ct, ct_slice)
+    if not 0 <= ct_slice < ct.shape[0]:
+        raise PetctiqaError(f"CT slice index {ct_slice} out of range 0..{ct.shape[0] - 1}")
+    return fuse_pet_on_ct(ct.array[ct_slice], pet_on_ct, settings)

@@ -1,0 +1,283 @@
+"""End-to-end tests of `petctiqa build-dataset` on the small phantom and on real PET/CT data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from petctiqa.dataset.build import BuildOptions, build_dataset
+from petctiqa.dataset.manifest import MANIFEST_COLUMNS, read_manifest
+from petctiqa.protocol import load_dataset_protocol, resolve_protocol_path
+from petctiqa_cli.main import cli
+
+SHIPPED = Path(resolve_protocol_path("pet-ct-iqa-ds")[1].replace("package:", ""))
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _tree_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every dataset file (not the phantom source, not the build state)."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_file() and not rel.startswith((".build-state", "phantom-dicom", "dataset.json")):
+            out[rel] = _sha(path)
+    return out
+
+
+def _run(*args: str):
+    return CliRunner().invoke(cli, ["build-dataset", "--quiet", *args])
+
+
+@pytest.fixture(scope="session")
+def small_protocol(tmp_path_factory) -> Path:
+    """The shipped protocol rendered at 128 px so the fast tests stay fast."""
+    from importlib import resources
+
+    text = (resources.files("petctiqa_protocols") / "pet-ct-iqa-ds.toml").read_text()
+    path = tmp_path_factory.mktemp("protocol") / "small.toml"
+    path.write_text(text.replace("size = 512 ", "size = 128 "))
+    assert load_dataset_protocol(path).render.size == 128
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_phantom(tmp_path_factory) -> Path:
+    """Three small-matrix phantom patients (CT 64x64, PET 32x32) in the NBIA layout."""
+    from petctiqa.phantom import write_phantom_study
+
+    root = tmp_path_factory.mktemp("phantom")
+    for index in range(1, 4):
+        write_phantom_study(root, index, seed=0, ct_matrix=64, pet_matrix=32)
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory, small_phantom, small_protocol) -> Path:
+    """2 patients x 2 slices x 27 built with --jobs 1."""
+    out = tmp_path_factory.mktemp("ds") / "jobs1"
+    result = _run(
+        "--src", str(small_phantom), "--out", str(out), "--protocol", str(small_protocol),
+        "--patients", "2", "--slices", "2", "--jobs", "1",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "dataset complete: 108 images" in result.stdout
+    return out
+
+
+def test_small_build_writes_everything_the_manifest_promises(small_dataset, small_phantom):
+    records = read_manifest(small_dataset / "manifest.csv")
+    assert len(records) == 2 * 2 * 27
+    assert len({r.image_id for r in records}) == 108
+    patients = sorted({r.patient_id for r in records})
+    assert len(patients) == 2 and all(p.startswith("PHANTOM-") for p in patients)
+    header = (small_dataset / "manifest.csv").read_text().splitlines()[0]
+    assert tuple(header.split(",")) == MANIFEST_COLUMNS
+    for record in records:
+        path = small_dataset / record.image
+        assert record.image == f"images/{record.image_id}.jpg"
+        assert (
+            record.image_id
+            == f"{record.slice_id}_p{record.poisson_level}g{record.gaussian_level}j{record.jpeg_level}"
+        )
+        assert _sha(path) == record.sha256
+        assert path.read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG
+        assert (small_dataset / record.reference).is_file()
+    levels = {(r.poisson_level, r.gaussian_level, r.jpeg_level) for r in records}
+    assert len(levels) == 27
+    by_level = {(r.poisson_level, r.gaussian_level, r.jpeg_level): r for r in records}
+    assert by_level[(1, 2, 2)].poisson_value == 0.005
+    assert by_level[(1, 2, 2)].gaussian_sigma == 10.0
+    assert by_level[(1, 2, 2)].jpeg_quality == 40
+    assert len(list((small_dataset / "references").glob("*.png"))) == 4
+    assert len(list((small_dataset / "sheets").glob("*.png"))) == 4
+    sheet = Image.open(small_dataset / "sheets" / f"{records[0].slice_id}.png")
+    assert sheet.size == (1570, 596)
+    meta = json.loads((small_dataset / "dataset.json").read_text())
+    assert meta["counts"]["images"] == 108 and meta["counts"]["slices"] == 4
+    assert meta["seed"] == 0 and meta["protocol"] == "pet-ct-iqa-ds"
+
+
+def test_every_image_traces_back_to_its_ct_slice(small_dataset, small_phantom):
+    records = read_manifest(small_dataset / "manifest.csv")
+    headers = {}
+    for path in small_phantom.rglob("*.dcm"):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        headers[ds.SOPInstanceUID] = ds
+    for record in records:
+        ds = headers[record.ct_sop_uid]
+        assert ds.Modality == "CT"
+        assert ds.PatientID == record.patient_id
+        assert ds.StudyInstanceUID == record.study_uid
+        assert ds.SeriesInstanceUID == record.ct_series_uid
+        assert ds.FrameOfReferenceUID == record.frame_of_reference_uid
+        assert float(ds.ImagePositionPatient[2]) == pytest.approx(
+            record.slice_position_mm, abs=1e-3
+        )
+        pet_modalities = {
+            h.Modality for h in headers.values() if h.SeriesInstanceUID == record.pet_series_uid
+        }
+        assert pet_modalities == {"PT"}
+    for patient in {r.patient_id for r in records}:
+        positions = sorted({r.slice_position_mm for r in records if r.patient_id == patient})
+        assert len(positions) == 2 and positions[1] - positions[0] > 10.0  # distinct levels
+
+
+def test_reference_render_is_the_undistorted_q100_cell(small_dataset):
+    records = read_manifest(small_dataset / "manifest.csv")
+    ref_cell = next(
+        r for r in records if (r.poisson_level, r.gaussian_level, r.jpeg_level) == (0, 0, 0)
+    )
+    reference = np.asarray(Image.open(small_dataset / ref_cell.reference).convert("RGB")).astype(
+        int
+    )
+    decoded = np.asarray(Image.open(small_dataset / ref_cell.image).convert("RGB")).astype(int)
+    assert reference.shape == decoded.shape == (128, 128, 3)
+    assert reference.max() == 255
+    assert np.abs(reference - decoded).mean() < 2.0  # q100 JPEG of the same pixels
+
+
+def test_split_is_patient_level(small_dataset):
+    split = pd.read_csv(small_dataset / "split.csv")
+    assert list(split.columns) == ["patient_id", "split"]
+    assert split.patient_id.is_unique
+    assert sorted(split.split) == ["test", "train"]
+    manifest = pd.read_csv(small_dataset / "manifest.csv")
+    assert set(split.patient_id) == set(manifest.patient_id)
+
+
+@pytest.mark.slow
+def test_jobs_do_not_change_a_single_byte(small_dataset, small_phantom, small_protocol, tmp_path):
+    out = tmp_path / "jobs2"
+    result = _run(
+        "--src", str(small_phantom), "--out", str(out), "--protocol", str(small_protocol),
+        "--patients", "2", "--slices", "2", "--jobs", "2",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    first, second = _tree_hashes(small_dataset), _tree_hashes(out)
+    assert len(first) == 108 + 4 + 4 + 2
+    assert first == second
+
+
+@pytest.mark.slow
+def test_resume_redoes_only_missing_or_damaged_files(
+    small_dataset, small_protocol, small_phantom, tmp_path
+):
+    out = tmp_path / "resumed"
+    shutil.copytree(small_dataset, out)
+    original = _tree_hashes(small_dataset)
+    images = sorted((out / "images").glob("*.jpg"))
+    for path in images[:3]:
+        path.unlink()
+    images[10].write_bytes(b"not a jpeg")
+    images[40].write_bytes(images[40].read_bytes()[:-100])
+    sheets = sorted((out / "sheets").glob("*.png"))
+    sheets[1].unlink()
+    references = sorted((out / "references").glob("*.png"))
+    references[3].write_bytes(b"damaged")
+    (out / "manifest.csv").unlink()
+    state = sorted((out / ".build-state" / "slices").glob("*.json"))
+    state[2].unlink()  # a slice interrupted before its state was recorded
+    options = BuildOptions(
+        out_dir=out,
+        protocol=load_dataset_protocol(small_protocol),
+        src=small_phantom,
+        jobs=1,
+        patients=2,
+        slices=2,
+    )
+    summary = build_dataset(options)
+    # 5 damaged images + the 27 of the slice without state; the re-rendered reference is identical
+    assert summary.images_written == 5 + 27 - sum(
+        1 for p in images[:3] + [images[10], images[40]] if p.name.startswith(state[2].stem + "_")
+    )
+    assert _tree_hashes(out) == original
+    again = build_dataset(options)
+    assert again.images_written == 0 and again.images_verified == 108
+
+
+def test_changed_settings_are_refused_and_output_kept(small_dataset, small_phantom, small_protocol):
+    before = _tree_hashes(small_dataset)
+    result = _run(
+        "--src", str(small_phantom), "--out", str(small_dataset), "--protocol", str(small_protocol),
+        "--patients", "2", "--slices", "2", "--seed", "1",
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "different settings (seed: 0 before, 1 now)" in result.stderr
+    assert _tree_hashes(small_dataset) == before
+
+
+@pytest.mark.parametrize("case", ["empty", "no-pet", "corrupt", "bad-protocol", "too-many"])
+def test_bad_input_is_one_clear_error_and_keeps_output(case, small_dataset, shared_data, tmp_path):
+    out = tmp_path / "ds"
+    shutil.copytree(small_dataset, out)
+    before = _tree_hashes(out)
+    src = tmp_path / "src"
+    args = ["--patients", "2", "--slices", "2"]
+    if case == "empty":
+        src.mkdir()
+        expected = f"{src}: no DICOM image series found"
+    elif case == "no-pet":
+        shutil.copytree(shared_data / "dicom" / "CRLM-CT-1004", src)
+        expected = f"{src}: no PET series (Modality PT) found; series present: CT"
+    elif case == "corrupt":
+        for name in ("CT_crop", "PET_crop"):
+            shutil.copytree(shared_data / "dicom" / "STS_001" / name, src / name)
+        victim = sorted((src / "CT_crop").iterdir())[9]
+        victim.chmod(0o644)
+        victim.write_bytes(victim.read_bytes()[:40000])
+        args = ["--patients", "1", "--slices", "2"]
+        expected = f"{victim}: cannot decode pixel data"
+    elif case == "bad-protocol":
+        shutil.copytree(shared_data / "dicom" / "STS_001" / "CT_crop", src / "CT_crop")
+        bad = tmp_path / "bad.toml"
+        bad.write_text(
+            SHIPPED.read_text().replace("sigmas = [0.0, 5.0, 10.0]", "sigmas = [0.0, 5.0, -1.0]")
+        )
+        args += ["--protocol", str(bad)]
+        expected = f"{bad}: field 'distortions.gaussian.sigmas' must be >= 0.0, got -1.0"
+    else:
+        shutil.copytree(shared_data / "dicom" / "STS_002", src)
+        args = ["--patients", "3"]
+        expected = f"{src}: 1 patients have a PET/CT pair, 3 requested (use --patients 1)"
+    result = _run("--src", str(src), "--out", str(out), *args)
+    assert result.exit_code == 2, result.output
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1
+    assert error_lines[0].startswith(f"error: {expected}"), error_lines[0]
+    assert _tree_hashes(out) == before
+
+
+def test_real_sts_001_pair_with_cropped_ct(shared_data, tmp_path):
+    """STS_001: the CT is cropped to 202x198 around the tumour, far smaller than the PET field."""
+    out = tmp_path / "sts"
+    result = _run(
+        "--src", str(shared_data / "dicom" / "STS_001"), "--out", str(out),
+        "--patients", "1", "--slices", "2", "--jobs", "1",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    records = read_manifest(out / "manifest.csv")
+    assert len(records) == 54
+    wholebody = next((shared_data / "dicom" / "STS_001" / "PET_wholebody").iterdir())
+    ct = next((shared_data / "dicom" / "STS_001" / "CT_crop").iterdir())
+    pet_header = pydicom.dcmread(wholebody, stop_before_pixels=True)
+    ct_header = pydicom.dcmread(ct, stop_before_pixels=True)
+    # of the two PET series (whole body, crop) the one with the widest field is used
+    assert {r.pet_series_uid for r in records} == {pet_header.SeriesInstanceUID}
+    assert {r.ct_series_uid for r in records} == {ct_header.SeriesInstanceUID}
+    assert sorted({r.slice_position_mm for r in records}) == [-861.7, -711.28]
+    reference = np.asarray(Image.open(out / records[0].reference))
+    assert reference.shape == (512, 512, 3) and reference.max() == 255
+    for record in records:
+        assert _sha(out / record.image) == record.sha256

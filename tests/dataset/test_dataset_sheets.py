@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from petctiqa.dataset.sheets import (
+    GAP_PX,
+    LABEL_PX,
+    TILE_PX,
+    TITLE_PX,
+    SheetTile,
+    contact_sheet_png,
+)
+
+
+def _png(colour: tuple[int, int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (512, 512), colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_sheet_is_a_labelled_3x9_grid_in_level_order():
+    tiles = []
+    for p in range(3):
+        for g in range(3):
+            for j in range(3):
+                colour = (80 * p + 10, 80 * g + 10, 80 * j + 10)
+                tiles.append(SheetTile(p, g, j, (100, 70, 40)[j], _png(colour)))
+    assert tiles[5].label == "P0 G1 Q40"
+    sheet = np.asarray(Image.open(io.BytesIO(contact_sheet_png("P1_s1", tiles))))
+    assert sheet.shape == (
+        TITLE_PX + 3 * (TILE_PX + LABEL_PX + GAP_PX) + GAP_PX,
+        9 * TILE_PX + 10 * GAP_PX,
+        3,
+    )
+    for tile in tiles:
+        row, column = tile.cell
+        x = GAP_PX + column * (TILE_PX + GAP_PX) + TILE_PX // 2
+        y = TITLE_PX + row * (TILE_PX + LABEL_PX + GAP_PX) + TILE_PX // 2
+        expected = (
+            80 * tile.poisson_level + 10,
+            80 * tile.gaussian_level + 10,
+            80 * tile.jpeg_level + 10,
+        )
+        assert tuple(sheet[y, x]) == expected
+    # the label strip under the first tile holds light text pixels
+    strip = sheet[TITLE_PX + TILE_PX : TITLE_PX + TILE_PX + LABEL_PX, GAP_PX : GAP_PX + TILE_PX]
+    assert (strip.max(axis=2) > 150).sum() > 20
