@@ -29,26 +29,29 @@ import datetime as dt
 import hashlib
 import io
 import math
+import os
+import shutil
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 from scipy import ndimage
 
 from petctiqa import __version__
-from petctiqa.atomic import atomic_write_bytes, atomic_write_text
+from petctiqa.atomic import atomic_write_text
 from petctiqa.phantom_anatomy import (
     Anatomy,
     Lesion,
     build_thorax,
     draw_habitus,
     paint,
-    tissue_at,
-    value_at,
+    point_truth,
 )
 from petctiqa.seeding import rng_for
 
@@ -222,8 +225,13 @@ def _pet_grid(matrix: int, ct: _Grid) -> _Grid:
 def _ct_volume(anatomy: Anatomy, grid: _Grid, rng: np.random.Generator, noise_hu: float):
     hu = paint(anatomy.shapes, grid.xs, grid.ys, grid.zs, "hu", edge_mm=grid.spacing,
                background=-1000.0)  # fmt: skip
-    hu += rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(noise_hu)
-    return np.clip(np.rint(hu + 1024.0), 0, 4095).astype(np.uint16)
+    # white noise from a small bank of planes, each slice a different plane and shift
+    bank = rng.standard_normal((7, *hu.shape[1:]), dtype=np.float32) * np.float32(noise_hu)
+    shifts = rng.integers(0, hu.shape[1], size=(hu.shape[0], 2))
+    for k in range(hu.shape[0]):
+        hu[k] += np.roll(bank[k % 7], tuple(shifts[k]), axis=(0, 1))
+    hu += np.float32(1024.0)
+    return np.clip(np.rint(hu, out=hu), 0, 4095, out=hu).astype(np.uint16)
 
 
 def _pet_suv(anatomy: Anatomy, grid: _Grid, rng: np.random.Generator, noise: float):
@@ -239,7 +247,7 @@ def _pet_suv(anatomy: Anatomy, grid: _Grid, rng: np.random.Generator, noise: flo
     sigma_xy = math.sqrt(max(sigma_mm**2 - grid.spacing**2 / 12, 0.0)) / grid.spacing
     sigma_z = math.sqrt(max(sigma_mm**2 - PET_SLICE_MM**2 / 12, 0.0)) / PET_SLICE_MM
     suv = ndimage.gaussian_filter(suv, (sigma_z, sigma_xy, sigma_xy), mode="constant")
-    near_body = ndimage.binary_dilation(body, np.ones((3, 5, 5), dtype=bool))
+    near_body = ndimage.maximum_filter(body, size=(3, 5, 5), mode="constant")
     suv[~near_body] = 0.0
     return np.clip(suv, 0.0, None)
 
@@ -384,10 +392,39 @@ def _series_folder(number: int, description: str, series_uid: str) -> str:
     return f"{number:.6f}-{description}-{series_uid[-5:]}"
 
 
-def _encode(ds: Dataset) -> bytes:
-    buffer = io.BytesIO()
-    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
-    return buffer.getvalue()
+def _element_bytes(ds: Dataset) -> dict[int, bytes]:
+    """Each element of ``ds`` encoded alone (explicit VR little endian), keyed by tag."""
+    encoded: dict[int, bytes] = {}
+    for element in ds:
+        buffer = DicomBytesIO()
+        buffer.is_little_endian = True
+        buffer.is_implicit_VR = False
+        write_data_element(buffer, element)
+        encoded[int(element.tag)] = buffer.getvalue()
+    return encoded
+
+
+def _pixel_data_bytes(pixels: bytes) -> bytes:
+    """The (7FE0,0010) Pixel Data element, VR OW, explicit VR little endian."""
+    return struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, len(pixels)) + pixels
+
+
+def _file_meta_bytes(sop_class: str, sop_instance: str) -> bytes:
+    buffer = DicomBytesIO()
+    buffer.is_little_endian = True
+    buffer.is_implicit_VR = False
+    write_file_meta_info(buffer, _file_meta(sop_class, sop_instance), enforce_standard=True)
+    return b"\0" * 128 + b"DICM" + buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class _SliceHeader:
+    """The per-slice tags of one instance."""
+
+    instance_number: int
+    z_mm: float
+    rescale_slope: str | None = None
+    acquisition_time: str | None = None
 
 
 def _write_series(
@@ -397,29 +434,49 @@ def _write_series(
     stored: np.ndarray,
     seed: int,
     patient_id: str,
-    slopes: list[str] | None = None,
-    acquisition_times: list[str] | None = None,
+    headers: list[_SliceHeader],
 ) -> tuple[Path, ...]:
-    x0, y0 = grid.origin
-    x_text, y_text = _ds_text(x0), _ds_text(y0)
-    files = []
-    for k, z in enumerate(grid.zs):
-        sop_uid = phantom_uid(seed, patient_id, base.Modality, "instance", k + 1)
-        base.file_meta = _file_meta(base.SOPClassUID, sop_uid)
-        base.SOPInstanceUID = sop_uid
-        base.InstanceNumber = k + 1
-        base.ImagePositionPatient = [x_text, y_text, _ds_text(float(z))]
-        base.SliceLocation = _ds_text(float(z))
-        if slopes is not None:
-            base.RescaleSlope = slopes[k]
-            base.ImageIndex = k + 1
-        if acquisition_times is not None:
-            base.AcquisitionTime = acquisition_times[k]
-        base.PixelData = stored[k].astype("<u2").tobytes()
-        path = folder / f"1-{k + 1:02d}.dcm"
-        atomic_write_bytes(path, _encode(base))
-        files.append(path)
-    return tuple(files)
+    """Write one series as ``1-NN.dcm`` files, published into ``folder`` all at once.
+
+    The static tags are encoded once; per slice only the changing tags are encoded and merged
+    in tag order (a valid explicit VR little endian file, Pixel Data last). Files go to a hidden
+    staging folder that replaces ``folder`` when complete, so a reader never sees a partly
+    written series and an interrupted run leaves any earlier series intact.
+    """
+    static = _element_bytes(base)
+    x_text, y_text = (_ds_text(v) for v in grid.origin)
+    staging = folder.parent / f".{folder.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    names = []
+    for k, header in enumerate(headers):
+        sop_uid = phantom_uid(seed, patient_id, base.Modality, "instance", header.instance_number)
+        varying = Dataset()
+        varying.SOPInstanceUID = sop_uid
+        varying.InstanceNumber = header.instance_number
+        varying.ImagePositionPatient = [x_text, y_text, _ds_text(header.z_mm)]
+        varying.SliceLocation = _ds_text(header.z_mm)
+        if header.rescale_slope is not None:
+            varying.RescaleSlope = header.rescale_slope
+            varying.ImageIndex = header.instance_number
+        if header.acquisition_time is not None:
+            varying.AcquisitionTime = header.acquisition_time
+        elements = {**static, **_element_bytes(varying)}
+        body = b"".join(elements[tag] for tag in sorted(elements))
+        pixels = _pixel_data_bytes(stored[k].astype("<u2").tobytes())
+        name = f"1-{header.instance_number:02d}.dcm"
+        with open(staging / name, "wb") as handle:
+            handle.write(_file_meta_bytes(base.SOPClassUID, sop_uid) + body + pixels)
+        names.append(name)
+    if folder.exists():
+        retired = folder.parent / f".{folder.name}.old"
+        shutil.rmtree(retired, ignore_errors=True)
+        os.replace(folder, retired)
+        os.replace(staging, folder)
+        shutil.rmtree(retired)
+    else:
+        os.replace(staging, folder)
+    return tuple(folder / name for name in names)
 
 
 def _quantise_pet(bqml: np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -478,7 +535,8 @@ def write_phantom_study(
 
     ct_stored = _ct_volume(anatomy, ct_grid, rng_for(seed, f"phantom/{pid}/ct-noise"), ct_noise)
     ct_base = _series_dataset(acq, study_uid, for_uid, ct_uid, "CT", ct_grid, ct_matrix)
-    ct_files = _write_series(ct_dir, ct_base, ct_grid, ct_stored, seed, pid)
+    ct_headers = [_SliceHeader(k + 1, float(z)) for k, z in enumerate(ct_grid.zs)]
+    ct_files = _write_series(ct_dir, ct_base, ct_grid, ct_stored, seed, pid, ct_headers)
 
     suv = _pet_suv(anatomy, pet_grid, rng_for(seed, f"phantom/{pid}/pet-noise"), pet_noise)
     bqml = suv * np.float32(acq.decayed_dose_bq / (acq.weight_kg * 1000.0))
@@ -487,18 +545,13 @@ def write_phantom_study(
     second_bed = _tm(acq.pet_start + dt.timedelta(seconds=BED_SECONDS))
     acq_times = [_tm(acq.pet_start) if k < n_pet // 2 else second_bed for k in range(n_pet)]
     pet_base = _series_dataset(acq, study_uid, for_uid, pet_uid, "PT", pet_grid, pet_matrix)
-    pet_files = _write_series(
-        pet_dir, pet_base, pet_grid, pet_stored, seed, pid, slopes=slopes, acquisition_times=acq_times
-    )
+    pet_headers = [
+        _SliceHeader(k + 1, float(z), slopes[k], acq_times[k]) for k, z in enumerate(pet_grid.zs)
+    ]
+    pet_files = _write_series(pet_dir, pet_base, pet_grid, pet_stored, seed, pid, pet_headers)
 
     landmarks = tuple(
-        Landmark(
-            name,
-            point,
-            tissue_at(anatomy.shapes, point),
-            value_at(anatomy.shapes, point, "hu"),
-            value_at(anatomy.shapes, point, "suv"),
-        )
+        Landmark(name, point, *point_truth(anatomy.shapes, point))
         for name, point in anatomy.landmarks
     )
     return PhantomStudy(
@@ -549,23 +602,46 @@ def _metadata_csv(out_dir: Path, studies: list[PhantomStudy]) -> str:
     return buffer.getvalue()
 
 
+def _write_one(args: tuple[Path, int, int]) -> PhantomStudy:
+    out_dir, index, seed = args
+    return write_phantom_study(out_dir, index, seed)
+
+
 def write_phantom_tree(
-    out_dir: Path, patients: int = 20, seed: int = 0, progress: bool = False
+    out_dir: Path,
+    patients: int = 20,
+    seed: int = 0,
+    progress: bool = False,
+    *,
+    jobs: int | None = None,
 ) -> list[PhantomStudy]:
     """Write ``patients`` studies (PHANTOM-0001 ...) and the NBIA ``metadata.csv`` under ``out_dir``.
 
-    Deterministic: the same (patients, seed) gives byte-identical files. Shows a tqdm bar on
-    stderr when ``progress`` is true.
+    Deterministic: the same (patients, seed) gives byte-identical files for any ``jobs``
+    (worker processes; default: all cores, at most one per patient). Shows a tqdm bar on stderr
+    when ``progress`` is true. Returns the studies in patient order.
     """
     if patients < 1:
         raise ValueError(f"patients must be at least 1, got {patients}")
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
-    studies = []
-    for index in tqdm(
-        range(1, patients + 1), desc="phantom", unit="patient", disable=not progress
-    ):
-        studies.append(write_phantom_study(out_dir, index, seed))
+    workers = min(patients, jobs or os.cpu_count() or 1)
+    tasks = [(out_dir, index, seed) for index in range(1, patients + 1)]
+    bar = tqdm(total=patients, desc="phantom", unit="patient", disable=not progress)
+    with bar:
+        if workers <= 1:
+            studies = []
+            for task in tasks:
+                studies.append(_write_one(task))
+                bar.update()
+        else:
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                studies = []
+                for study in pool.map(_write_one, tasks):
+                    studies.append(study)
+                    bar.update()
     atomic_write_text(out_dir / "metadata.csv", _metadata_csv(out_dir, studies))
     return studies

@@ -30,6 +30,9 @@ class Tissue:
     suv: float
 
 
+AIR = Tissue("air", -1000.0, 0.0)
+
+
 @dataclass(frozen=True)
 class Tube:
     """Super-elliptic cross-sections interpolated linearly between z key levels.
@@ -62,6 +65,10 @@ class Tube:
     def _keys(self) -> tuple[tuple[float, ...], ...]:
         return self.cx, self.cy, self.ax, self.ay
 
+    @property
+    def z_range(self) -> tuple[float, float]:
+        return self.z[0], self.z[-1]
+
 
 @dataclass(frozen=True)
 class Ellipsoid:
@@ -83,6 +90,10 @@ class Ellipsoid:
         scale = np.sqrt(np.clip(s2, 0.0, None))
         return present, np.full_like(z, cx), np.full_like(z, cy), rx * scale, ry * scale
 
+    @property
+    def z_range(self) -> tuple[float, float]:
+        return self.center[2] - self.radii[2], self.center[2] + self.radii[2]
+
 
 @dataclass(frozen=True)
 class Slab:
@@ -93,6 +104,10 @@ class Slab:
     x: tuple[float, float]
     y: tuple[float, float]
     in_pet: bool = True
+
+    @property
+    def z_range(self) -> tuple[float, float]:
+        return -math.inf, math.inf
 
 
 @dataclass(frozen=True)
@@ -116,6 +131,10 @@ class RibCage:
     gap_front: float
     gap_back: float
     in_pet: bool = True
+
+    @property
+    def z_range(self) -> tuple[float, float]:
+        return self.ring.z_range
 
 
 Shape = Tube | Ellipsoid | Slab | RibCage
@@ -235,19 +254,26 @@ def _rib_mask(
     ay3 = np.maximum(ay, 1e-3).astype(f32)[:, None, None]
     u, v = dx / ax3, dy / ay3
     rho = np.sqrt(u * u + v * v)
-    phi = np.arctan2(v, u)  # -pi/2 anterior (y < 0), +pi/2 posterior
     mean_radius = ((ax3 + ay3) / 2).astype(f32)
+    # only the band around the ring can hold ribs: evaluate angles there alone
+    band = np.abs(rho - 1) * mean_radius < f32(shape.radial_mm + edge_mm)
+    kk, jj, ii = np.nonzero(band)
+    u_b, v_b, rho_b = u[kk, 0, ii], v[kk, jj, 0], rho[kk, jj, ii]
+    radius_b = mean_radius[kk, 0, 0]
+    phi = np.arctan2(v_b, u_b)  # -pi/2 anterior (y < 0), +pi/2 posterior
     spacing = f32(2 * math.pi / shape.count)
     turn = (shape.phase + 2 * math.pi / shape.count * (z / shape.pitch_mm)).astype(f32)
-    dphi = np.mod(phi - turn[:, None, None] + spacing / 2, spacing) - spacing / 2
-    radial = (rho - 1) * mean_radius / f32(shape.radial_mm)
-    tangential = dphi * mean_radius / f32(shape.tangential_mm)
+    dphi = np.mod(phi - turn[kk] + spacing / 2, spacing) - spacing / 2
+    radial = (rho_b - 1) * radius_b / f32(shape.radial_mm)
+    tangential = dphi * radius_b / f32(shape.tangential_mm)
     r = np.sqrt(radial * radial + tangential * tangential)
     rib_radius = f32(min(shape.radial_mm, shape.tangential_mm))
-    mask = np.clip(f32(0.5) + (1 - r) * rib_radius / f32(edge_mm), 0, 1)
+    values = np.clip(f32(0.5) + (1 - r) * rib_radius / f32(edge_mm), 0, 1)
     front = np.abs(phi + f32(math.pi / 2)) < shape.gap_front
     back = np.abs(phi - f32(math.pi / 2)) < shape.gap_back
-    mask[front | back] = 0
+    values[front | back] = 0
+    mask = np.zeros(rho.shape, dtype=f32)
+    mask[kk, jj, ii] = values
     mask *= present[k0:k1, None, None]
     return (slice(k0, k1), slice(j0, j1), slice(i0, i1)), mask
 
@@ -299,28 +325,28 @@ def paint(
     return volume
 
 
-def value_at(shapes: tuple[Shape, ...], point: tuple[float, float, float], quantity: str) -> float:
-    """Noise-free value of the painted anatomy at one point (sharp edges)."""
-    x, y, z = point
-    grid = [np.array([v], dtype=np.float64) for v in (x, y, z)]
-    return float(paint(shapes, grid[0], grid[1], grid[2], quantity, edge_mm=1e-3)[0, 0, 0])
+def point_truth(shapes: tuple[Shape, ...], point: tuple[float, float, float]) -> tuple[str, float, float]:
+    """(tissue name, HU, SUV) of the anatomy at one point, with sharp edges and no noise.
 
-
-def tissue_at(shapes: tuple[Shape, ...], point: tuple[float, float, float]) -> str:
-    """Name of the tissue painted last at ``point`` ("air" outside every shape)."""
-    x, y, z = point
-    grid = [np.array([v], dtype=np.float64) for v in (x, y, z)]
-    name = "air"
+    Outside every shape this is ("air", -1000, 0). Shapes with ``in_pet=False`` are invisible to
+    the SUV, as in :func:`paint`.
+    """
+    grid = [np.array([v], dtype=np.float64) for v in point]
+    name, hu, suv = AIR.name, AIR.hu, AIR.suv
     for shape in shapes:
+        z_low, z_high = shape.z_range
+        if not z_low <= point[2] <= z_high:
+            continue
         found = shape_mask(shape, grid[0], grid[1], grid[2], edge_mm=1e-3)
-        if found is not None and found[1][0, 0, 0] >= 0.5:
-            name = shape.tissue.name
-    return name
+        if found is None or found[1].size == 0 or found[1].ravel()[0] < 0.5:
+            continue
+        name, hu = shape.tissue.name, shape.tissue.hu
+        if shape.in_pet:
+            suv = shape.tissue.suv
+    return name, float(hu), float(suv)
 
 
 # ----------------------------------------------------------------------------- the thorax
-
-AIR = Tissue("air", -1000.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -416,7 +442,7 @@ def build_thorax(
                       (0.7, 0.98, 1.0), (1.1, 0.96, 1.03)):  # fmt: skip
         ax, ay = W * wf, D * df
         body_rows.append((z_at(t), x0, body_back - ay, ax, ay))
-    body = _tube("body", t_fat, body_rows, power=2.3)
+    body = _tube("body", t_fat, body_rows)
     shapes.append(body)
     if h.sex == "F":
         size = float(rng.uniform(0.8, 1.3))
@@ -434,7 +460,7 @@ def build_thorax(
         return [(z, cx, cy, max(ax - by, 1.0), max(ay - by, 1.0)) for z, cx, cy, ax, ay in rows]
 
     muscle_rows = shrink(body_rows, fat)
-    shapes.append(_tube("chest wall muscle", t_muscle, muscle_rows, power=2.3))
+    shapes.append(_tube("chest wall muscle", t_muscle, muscle_rows))
     wall = 14.0 + jitter(1.5)  # chest wall: muscle + ribs
     cavity_rows = [r for r in shrink(body_rows, fat + wall) if r[0] <= z_at(0.02)]
     cavity_rows.insert(0, (z_at(-0.02),) + cavity_rows[0][1:3] + (30.0, 20.0))
@@ -582,7 +608,9 @@ def build_thorax(
     shapes.append(_tube("vertebral body", t_marrow, shrink(vb_rows, 2.5)))
     level_mm = float(rng.uniform(22, 27))
     z_disc = top - float(rng.uniform(0, level_mm))
+    disc_levels: list[float] = []
     while z_disc > bottom:
+        disc_levels.append(z_disc)
         t = (z_top - z_disc) / length_mm
         w = 15 + 7 * (t + 0.1) / 1.2
         shapes.append(_tube("intervertebral disc", t_disc, [(z_disc - 2.5, x0, y_spine, w, w * 0.78),
@@ -641,9 +669,14 @@ def build_thorax(
         _, lx, ly, lax, lay = lung.sections(np.array([z_at(0.3)]))
         landmarks.append((lung.name, (float(lx[0]), float(ly[0] - 0.3 * lay[0]), z_at(0.3))))
     landmarks.append(("descending aorta", (desc_x - 1.0, desc_y - 6.0, z_at(0.5))))
-    landmarks.append(("vertebral body", (x0, y_spine, z_at(0.5))))
-    landmarks.append(("subcutaneous fat", (x0 + 0.6 * W * 0.98, body_back - D + 0.0, z_at(0.55))))
-    landmarks.append(("chest wall muscle", (x0, cav_front - 0.0 - wall - 1.0, z_at(0.75))))
+    z_mid = z_at(0.5)
+    z_vertebra = min((z_mid + d for d in np.arange(-12.0, 12.5, 0.5)),
+                     key=lambda z: (-min(abs(z - zd) for zd in disc_levels), abs(z - z_mid)))  # fmt: skip
+    landmarks.append(("vertebral body", (x0, y_spine, float(z_vertebra))))
+    z_wall = z_at(0.55)
+    _, bx, by, bax, bay = body.sections(np.array([z_wall]))
+    landmarks.append(("subcutaneous fat", (float(bx[0] + bax[0] - fat / 2), float(by[0]), z_wall)))
+    landmarks.append(("chest wall muscle", (float(bx[0]), float(by[0] - bay[0] + fat + 0.35 * wall), z_at(0.72))))
     landmarks.append(("couch shell", (0.0, couch_top + 1.5, z_at(0.5))))
     landmarks.append(("outside air", (x0, body_back - 2 * D - 40.0, z_at(0.5))))
     return Anatomy(tuple(shapes), tuple(lesions), tuple(landmarks), body_back)

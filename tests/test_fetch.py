@@ -27,6 +27,7 @@ from petctiqa.fetch import (
     series_folder_name,
     study_folder_name,
 )
+from petctiqa.phantom import write_phantom_study
 from petctiqa.tcia_client import RemoteSeries, RetryPolicy, TciaClient, resolve_base_url
 from petctiqa_cli.main import cli
 from tests.tcia_server import FakeTcia
@@ -90,82 +91,8 @@ class Archive:
     """Files of the retagged series: ct_only, distractor, topogram, wrong_frame."""
 
 
-@dataclass(frozen=True)
-class _TemporaryStudy:
-    patient_id: str
-    study_uid: str
-    ct_series_uid: str
-    pet_series_uid: str
-    ct_dir: Path
-    pet_dir: Path
-    ct_files: tuple[Path, ...]
-    pet_files: tuple[Path, ...]
-
-
-def _temporary_phantom_study(out_dir, patient_index, seed=0, *, ct_matrix=512, pet_matrix=128):
-    """TEMPORARY stand-in for petctiqa.phantom.write_phantom_study (until it lands)."""
-    import numpy as np
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
-
-    pid = f"PHANTOM-{patient_index:04d}"
-    key = f"{pid}/{seed}"
-    study_uid = generate_uid(entropy_srcs=[key, "study"])
-    frame_uid = generate_uid(entropy_srcs=[key, "for"])
-    result = {}
-    for modality, matrix, n, step, number, sop in (
-        ("CT", ct_matrix, 12, 5.0, 2, "1.2.840.10008.5.1.4.1.1.2"),
-        ("PT", pet_matrix, 10, 6.0, 4, "1.2.840.10008.5.1.4.1.1.128"),
-    ):
-        series_uid = generate_uid(entropy_srcs=[key, modality])
-        folder = Path(out_dir) / pid / f"{modality}-{series_uid[-5:]}"
-        folder.mkdir(parents=True, exist_ok=True)
-        files = []
-        for k in range(n):
-            meta = FileMetaDataset()
-            meta.MediaStorageSOPClassUID = sop
-            meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[series_uid, str(k)])
-            meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds = Dataset()
-            ds.file_meta = meta
-            ds.SOPClassUID = sop
-            ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-            ds.PatientID, ds.PatientName = pid, pid
-            ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
-            ds.FrameOfReferenceUID = frame_uid
-            ds.Modality, ds.SeriesNumber, ds.InstanceNumber = modality, number, k + 1
-            ds.StudyDate, ds.StudyDescription, ds.SeriesDescription = "20070404", "PET-CT", "x"
-            ds.Manufacturer = "petctiqa phantom"
-            spacing = 500.0 / matrix
-            ds.PixelSpacing = [spacing, spacing]
-            ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-            ds.ImagePositionPatient = [-250.0, -250.0, -30.0 + step * k]
-            ds.Rows = ds.Columns = matrix
-            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-            ds.PixelData = (np.arange(matrix * matrix, dtype=np.uint16) * (k + 1)).tobytes()
-            path = folder / f"1-{k + 1:02d}.dcm"
-            ds.save_as(path, enforce_file_format=True)
-            files.append(path)
-        result[modality] = (series_uid, folder, tuple(files))
-    return _TemporaryStudy(
-        pid,
-        study_uid,
-        result["CT"][0],
-        result["PT"][0],
-        result["CT"][1],
-        result["PT"][1],
-        result["CT"][2],
-        result["PT"][2],
-    )
-
-
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory) -> Archive:
-    try:
-        from petctiqa.phantom import write_phantom_study
-    except ImportError:
-        write_phantom_study = _temporary_phantom_study
 
     root = tmp_path_factory.mktemp("archive")
     studies = tuple(
@@ -404,8 +331,12 @@ def test_second_run_downloads_nothing_and_a_damaged_series_is_refetched(server, 
     first_report = _fetch(server, out, n=2)
     server.requests.clear()
 
+    stale = out / PARTIAL_DIR_NAME / "1.2.3.interrupted.zip"  # left by a killed run
+    stale.parent.mkdir()
+    stale.write_bytes(b"PK\x03\x04 partial")
     again = _fetch(server, out, n=2)
     assert server.image_requests() == []
+    assert not stale.parent.exists()
     assert again.downloaded_series == 0 and again.reused_series == 4
     assert again.patient_ids == first_report.patient_ids
 
@@ -509,7 +440,16 @@ def test_cli_dry_run_lists_series_and_downloads_nothing(server, archive, tmp_pat
     assert result.exit_code == 0, result.output
     assert first.patient_id in result.output
     assert "CT WB AC 5.0" in result.output  # the first-ranked candidate, verified after download
-    assert "2 patient(s), 2 PET/CT stud(ies): 4 series to download" in result.output
+    total = sum(
+        Path(f).stat().st_size
+        for study in info.studies[:2]
+        for f in (*study.pet_files, *study.ct_files)
+    ) - sum(Path(f).stat().st_size for f in first.ct_files)
+    total += sum(Path(f).stat().st_size for f in info.extra["distractor"])
+    assert (
+        f"2 patient(s), 2 PET/CT stud(ies): 4 series to download ({total / 1e6:.2f} MB), "
+        "0 already complete"
+    ) in result.output
     assert server.image_requests() == []
     assert not out.exists()
 

@@ -44,6 +44,7 @@ def test_shipped_protocols_load_with_published_values():
         (lambda d: d["selection"].__setitem__("patinets", 3), "selection.patinets"),
         (lambda d: d["selection"].pop("patients"), "selection.patients"),
         (lambda d: d["render"].__setitem__("suv_max", -1.0), "render.suv_max"),
+        (lambda d: d["render"].__setitem__("colormap", "hott"), "render.colormap"),
     ],
 )
 def test_bad_field_is_named(edit, field):

@@ -45,12 +45,13 @@ from petctiqa.dataset.select import (
 )
 from petctiqa.dataset.sheets import SheetTile, contact_sheet_png
 from petctiqa.dataset.split import SPLIT_NAME, split_patients, write_split
-from petctiqa.errors import DatasetError
+from petctiqa.errors import DatasetError, DicomError
 from petctiqa.protocol import DatasetProtocol, RenderSettings
 from petctiqa.seeding import rng_for
 
 if TYPE_CHECKING:
     from petctiqa.dicom.pairing import PetCtPair
+    from petctiqa.dicom.records import SkippedFile
     from petctiqa.distort import DistortionSpec
 
 STATE_DIR = ".build-state"
@@ -475,9 +476,14 @@ def ensure_phantom(out_dir: Path, patients: int, seed: int, progress: bool, log:
     return root
 
 
-def _find_pairs(src: Path, progress: bool, log: Log) -> list[PetCtPair]:
+DAMAGE_REASONS = ("truncated", "unreadable")
+"""Index skip reasons that mean a damaged file (not merely a non-image or non-DICOM file)."""
+
+
+def _find_pairs(src: Path, progress: bool, log: Log) -> tuple[list[PetCtPair], list[SkippedFile]]:
+    """All PET/CT pairs under ``src`` and the damaged files the index skipped."""
     from petctiqa.dicom.index import index_dicom_tree
-    from petctiqa.dicom.pairing import find_pet_ct_pairs
+    from petctiqa.dicom.pairing import find_pet_ct_pairs, unpaired_pet_series
 
     if not src.is_dir():
         raise DatasetError(f"{src}: source folder not found")
@@ -485,6 +491,7 @@ def _find_pairs(src: Path, progress: bool, log: Log) -> list[PetCtPair]:
     if index.skipped:
         first = index.skipped[0]
         log(f"skipped {len(index.skipped)} files in {src} (e.g. {first.path}: {first.reason})")
+    damaged = [s for s in index.skipped if s.reason.startswith(DAMAGE_REASONS)]
     if not index.series:
         raise DatasetError(
             f"{src}: no DICOM image series found ({len(index.skipped)} files skipped)"
@@ -496,10 +503,24 @@ def _find_pairs(src: Path, progress: bool, log: Log) -> list[PetCtPair]:
             raise DatasetError(
                 f"{src}: no PET series (Modality PT) found; series present: {', '.join(modalities)}"
             )
-        raise DatasetError(
-            f"{src}: no PET series has a CT series of the same study and frame of reference"
-        )
-    return pairs
+        pet, reason = unpaired_pet_series(index)[0]
+        where = pet.files[0].parent if pet.files else src
+        problem = f"no usable PET/CT pair (PET series in {where}: {reason})"
+        if damaged:
+            raise DicomError(f"{damaged[0].path}: {damaged[0].reason}; {src} has {problem}")
+        raise DatasetError(f"{src}: {problem}")
+    return pairs, damaged
+
+
+def check_series_intact(pair: PetCtPair, damaged: list[SkippedFile]) -> None:
+    """Refuse a pair when a damaged file sits in the folder of its CT or PET series."""
+    folders = {f.parent for f in (*pair.ct.files, *pair.pet.files)}
+    for item in damaged:
+        if item.path.parent in folders:
+            raise DicomError(
+                f"{item.path}: {item.reason} (beside the PET/CT series of patient "
+                f"{pair.patient_id})"
+            )
 
 
 # ----------------------------------------------------------------------------- orchestration
@@ -580,21 +601,25 @@ def build_dataset(options: BuildOptions, log: Log | None = None) -> BuildSummary
     jobs = options.jobs or available_cores()
     specs = tuple(distortion_grid(protocol.distortions))
     settings = build_settings(options, n_patients, k, image_format)
-    check_settings(out_dir, settings)
 
+    # Problems with the input are reported before a clash with an earlier build's settings;
+    # both before anything is written (the phantom is the only input written into out_dir).
     used_phantom = options.src is None
     if used_phantom:
+        check_settings(out_dir, settings)
         out_dir.mkdir(parents=True, exist_ok=True)
         src = ensure_phantom(out_dir, n_patients, options.seed, options.progress, log)
     else:
         src = Path(options.src)  # type: ignore[arg-type]
-    best = best_pair_per_patient(_find_pairs(src, options.progress, log))
+    pairs, damaged = _find_pairs(src, options.progress, log)
+    best = best_pair_per_patient(pairs)
     if len(best) < n_patients:
         raise DatasetError(
             f"{src}: {len(best)} patients have a PET/CT pair, {n_patients} requested "
             f"(use --patients {len(best)})"
         )
     candidates = iter(order_candidates(list(best), options.seed, options.patient_list))
+    check_settings(out_dir, settings)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_json(out_dir / STATE_DIR / "build.json", settings)
 
@@ -630,6 +655,7 @@ def build_dataset(options: BuildOptions, log: Log | None = None) -> BuildSummary
     try:
         while True:
             for pid in next_candidates():
+                check_series_intact(best[pid], damaged)
                 reused = _reusable_patient_plan(out_dir, best[pid], k)
                 if reused is not None:
                     plans[pid] = reused

@@ -80,8 +80,11 @@ def aggd_features(x: np.ndarray) -> np.ndarray:
     r_hat = np.mean(np.abs(x), -1) ** 2 / np.maximum(np.mean(x * x, -1), 1e-12)
     big_r = r_hat * (g**3 + 1) * (g + 1) / np.maximum((g * g + 1) ** 2, 1e-12)
     alpha = _shape_from_ratio(1.0 / np.maximum(big_r, 1e-12))
-    eta = (right - left) * gamma_fn(2 / alpha) / gamma_fn(1 / alpha) * np.sqrt(
-        gamma_fn(1 / alpha) / gamma_fn(3 / alpha)
+    eta = (
+        (right - left)
+        * gamma_fn(2 / alpha)
+        / gamma_fn(1 / alpha)
+        * np.sqrt(gamma_fn(1 / alpha) / gamma_fn(3 / alpha))
     )
     return np.stack([alpha, eta, left_var, right_var], axis=-1)
 
@@ -149,7 +152,9 @@ def level_table_predict(train: Sequence[IqaSample], test: Sequence[IqaSample]) -
     for s in train:
         cells.setdefault(s.levels, []).append(s.mos)  # type: ignore[arg-type]
     overall = float(np.mean([s.mos for s in train]))
-    return np.array([float(np.mean(cells[s.levels])) if s.levels in cells else overall for s in test])
+    return np.array(
+        [float(np.mean(cells[s.levels])) if s.levels in cells else overall for s in test]
+    )
 
 
 @dataclass(frozen=True)

@@ -362,7 +362,9 @@ def patient_split(
     return train, test
 
 
-def patient_folds(groups: Sequence[str], k: int, seed: int = 0) -> list[tuple[list[str], list[str]]]:
+def patient_folds(
+    groups: Sequence[str], k: int, seed: int = 0
+) -> list[tuple[list[str], list[str]]]:
     """K folds by patient: [(train groups, test groups)], each patient tested exactly once.
     ``k == len(groups)`` is leave-one-patient-out (patients in sorted order)."""
     groups = sorted(set(groups))

@@ -146,3 +146,20 @@ def format_table(evaluation: Evaluation) -> str:
         lines.append(f"{m.method:<28} " + " ".join(f"{c:>22}" for c in cells))
     lines.append("RMSE is raw (on the MOS scale); for NIQE/PSNR/SSIM it is not meaningful.")
     return "\n".join(lines)
+
+
+def write_table_csv(path: Path, evaluation: Evaluation) -> None:
+    """One row per method: n and each metric with its CI bounds (atomic)."""
+    import io
+
+    import pandas as pd
+
+    from petctiqa.atomic import atomic_write_text
+
+    rows = [
+        {"method": m.method, **(m.report.as_row() if m.report else {}), "note": m.note}
+        for m in evaluation.methods
+    ]
+    buffer = io.StringIO()
+    pd.DataFrame(rows).to_csv(buffer, index=False)
+    atomic_write_text(path, buffer.getvalue())

@@ -143,8 +143,6 @@ def evaluate_predictions(
     values = {}
     for name in METRIC_NAMES:
         samples = boot[name][np.isfinite(boot[name])]
-        low, high = (
-            np.percentile(samples, [2.5, 97.5]) if samples.size else (float("nan"),) * 2
-        )
+        low, high = np.percentile(samples, [2.5, 97.5]) if samples.size else (float("nan"),) * 2
         values[name] = MetricValue(point[name], float(low), float(high))
     return MetricReport(n=n, **values)

@@ -63,7 +63,11 @@ class MsIqaConfig:
         if not (self.use_resnet or self.use_swin):
             raise ModelError("model config: use_resnet and use_swin cannot both be false")
         stages = tuple(self.stages)
-        if not stages or any(s not in (1, 2, 3, 4) for s in stages) or len(set(stages)) != len(stages):
+        if (
+            not stages
+            or any(s not in (1, 2, 3, 4) for s in stages)
+            or len(set(stages)) != len(stages)
+        ):
             raise ModelError(f"model config: stages must be distinct values in 1..4, got {stages}")
         object.__setattr__(self, "stages", tuple(sorted(stages)))
         if self.image_size % 32 != 0 or self.image_size < 32:

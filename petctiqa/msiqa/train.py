@@ -147,7 +147,9 @@ def init_distributed(device_name: str) -> Dist:
 # ------------------------------------------------------------------------------- batching
 
 
-def epoch_batches(n: int, batch_size: int, epoch: int, seed: int, world: int = 1) -> list[np.ndarray]:
+def epoch_batches(
+    n: int, batch_size: int, epoch: int, seed: int, world: int = 1
+) -> list[np.ndarray]:
     """Global batches (index arrays) for one epoch; the order depends only on (seed, epoch)."""
     order = rng_for(seed, f"msiqa/epoch/{epoch}").permutation(n)
     batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
@@ -160,18 +162,25 @@ def _load_batch(samples: list[IqaSample], indices: np.ndarray, size: int, pool) 
     from petctiqa.msiqa.data import load_input
 
     paths = [samples[i].image for i in indices]
-    arrays = pool.map(lambda p: load_input(p, size), paths) if pool else map(
-        lambda p: load_input(p, size), paths
+    arrays = (
+        pool.map(lambda p: load_input(p, size), paths)
+        if pool
+        else map(lambda p: load_input(p, size), paths)
     )
     return np.stack(list(arrays))
 
 
 def predict(
-    model, images: list[Path], device, batch_size: int = 32, amp_dtype=None, progress: bool = False,
-    channels_last: bool = False, size: int = 224,
+    model,
+    images: list[Path],
+    device,
+    batch_size: int = 32,
+    amp_dtype=None,
+    progress: bool = False,
+    channels_last: bool = False,
+    size: int = 224,
 ) -> np.ndarray:
     """Model outputs (normalised scale, float64) for image files, batched, in eval mode."""
-    import torch
     from tqdm import tqdm
 
     from petctiqa.msiqa.data import load_input
@@ -181,19 +190,26 @@ def predict(
     starts = range(0, len(images), batch_size)
     for start in tqdm(starts, desc="predict", unit="batch", disable=not progress, leave=False):
         batch = np.stack([load_input(p, size) for p in images[start : start + batch_size]])
-        out[start : start + len(batch)] = predict_arrays(model, batch, device, amp_dtype, channels_last)
+        out[start : start + len(batch)] = predict_arrays(
+            model, batch, device, amp_dtype, channels_last
+        )
     return out
 
 
-def predict_arrays(model, batch: np.ndarray, device, amp_dtype=None, channels_last=False) -> np.ndarray:
+def predict_arrays(
+    model, batch: np.ndarray, device, amp_dtype=None, channels_last=False
+) -> np.ndarray:
     """Model outputs for a (B, 3, S, S) float32 array (normalised scale, float64)."""
     import torch
 
     x = torch.from_numpy(batch).to(device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), torch.autocast(
-        device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+    with (
+        torch.inference_mode(),
+        torch.autocast(
+            device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+        ),
     ):
         return model(x).float().cpu().numpy().astype(np.float64)
 
@@ -252,7 +268,9 @@ def plot_scatter(path: Path, pred: np.ndarray, mos: np.ndarray, title: str) -> N
 
 def write_predictions(path: Path, samples: list[IqaSample], pred: np.ndarray) -> None:
     lines = ["image,group,mos,predicted"]
-    lines += [f"{s.image},{s.group},{s.mos:.6g},{p:.6f}" for s, p in zip(samples, pred, strict=True)]
+    lines += [
+        f"{s.image},{s.group},{s.mos:.6g},{p:.6f}" for s, p in zip(samples, pred, strict=True)
+    ]
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
@@ -263,10 +281,18 @@ def _correlations(pred: np.ndarray, mos: np.ndarray) -> dict[str, float]:
     from petctiqa.msiqa.metrics import krcc, plcc, rmse, srocc
 
     if len(mos) < 3 or np.ptp(pred) == 0 or np.ptp(mos) == 0:
-        return {"test_srocc": float("nan"), "test_plcc": float("nan"),
-                "test_krcc": float("nan"), "test_rmse": rmse(pred, mos) if len(mos) else math.nan}
-    return {"test_srocc": srocc(pred, mos), "test_plcc": plcc(pred, mos),
-            "test_krcc": krcc(pred, mos), "test_rmse": rmse(pred, mos)}
+        return {
+            "test_srocc": float("nan"),
+            "test_plcc": float("nan"),
+            "test_krcc": float("nan"),
+            "test_rmse": rmse(pred, mos) if len(mos) else math.nan,
+        }
+    return {
+        "test_srocc": srocc(pred, mos),
+        "test_plcc": plcc(pred, mos),
+        "test_krcc": krcc(pred, mos),
+        "test_rmse": rmse(pred, mos),
+    }
 
 
 def train(
@@ -364,9 +390,14 @@ def train(
         "train_groups": list(train_groups),
         "test_groups": list(test_groups),
         "train_options": {
-            "epochs": options.epochs, "batch_size": options.batch_size, "lr": options.lr,
-            "seed": options.seed, "amp": options.amp, "pretrained": options.pretrained,
-            "dataset": str(dataset.root), "layout": dataset.layout,
+            "epochs": options.epochs,
+            "batch_size": options.batch_size,
+            "lr": options.lr,
+            "seed": options.seed,
+            "amp": options.amp,
+            "pretrained": options.pretrained,
+            "dataset": str(dataset.root),
+            "layout": dataset.layout,
         },
     }
     try:
@@ -379,7 +410,9 @@ def train(
             losses: list[float] = []
             images_done = 0
             bar = tqdm(
-                batches, desc=f"epoch {epoch}/{options.epochs}", unit="batch",
+                batches,
+                desc=f"epoch {epoch}/{options.epochs}",
+                unit="batch",
                 disable=not (options.progress and dist_info.main),
             )
             for batch in bar:
@@ -412,9 +445,15 @@ def train(
             pred_mos = np.array([])
             if dist_info.main:
                 if test_samples:
-                    raw = predict(model, [s.image for s in test_samples], device,
-                                  options.eval_batch_size, amp_dtype, channels_last=options.channels_last,
-                                  size=config.image_size)
+                    raw = predict(
+                        model,
+                        [s.image for s in test_samples],
+                        device,
+                        options.eval_batch_size,
+                        amp_dtype,
+                        channels_last=options.channels_last,
+                        size=config.image_size,
+                    )
                     pred_mos = scale.denormalise(raw)
                     row.update(_correlations(pred_mos, np.array([s.mos for s in test_samples])))
                 history.append(row)
@@ -439,8 +478,12 @@ def train(
                     save_checkpoint(best_path, {**payload, "optimizer": {}, "scaler": {}})
                     if test_samples:
                         mos = np.array([s.mos for s in test_samples])
-                        plot_scatter(out_dir / "scatter.png", pred_mos, mos,
-                                     f"epoch {epoch}: SROCC {row['test_srocc']:.3f}")
+                        plot_scatter(
+                            out_dir / "scatter.png",
+                            pred_mos,
+                            mos,
+                            f"epoch {epoch}: SROCC {row['test_srocc']:.3f}",
+                        )
                         write_predictions(out_dir / "predictions.csv", test_samples, pred_mos)
                 write_metrics_csv(out_dir / "metrics.csv", history)
                 plot_curves(out_dir / "curves.png", history)
@@ -484,8 +527,10 @@ def train_folds(
         plcc_std=float(np.std(plccs, ddof=1)) if len(plccs) > 1 else 0.0,
     )
     lines = ["fold,best_epoch,srocc,plcc"]
-    lines += [f"{i},{r.best_epoch},{r.best_srocc:.6f},{r.best_plcc:.6f}"
-              for i, r in enumerate(results, start=1)]
+    lines += [
+        f"{i},{r.best_epoch},{r.best_srocc:.6f},{r.best_plcc:.6f}"
+        for i, r in enumerate(results, start=1)
+    ]
     lines.append(f"mean,,{summary.srocc_mean:.6f},{summary.plcc_mean:.6f}")
     lines.append(f"std,,{summary.srocc_std:.6f},{summary.plcc_std:.6f}")
     atomic_write_text(Path(out_dir) / "folds.csv", "\n".join(lines) + "\n")

@@ -100,13 +100,18 @@ def read_state_dict(path: Path) -> dict[str, Any]:
 
 
 def _to_trunk_keys(model_name: str, state: dict[str, Any]) -> dict[str, Any]:
-    if model_name.startswith("swin") and "layers.0.blocks.0.attn.qkv.weight" in state:
-        if "head.weight" in state and "head.fc.weight" not in state:
-            # Original Microsoft checkpoint layout: let timm convert it.
-            import timm
-            from timm.models.swin_transformer import checkpoint_filter_fn
+    original_ms_layout = (
+        model_name.startswith("swin")
+        and "layers.0.blocks.0.attn.qkv.weight" in state
+        and "head.weight" in state
+        and "head.fc.weight" not in state
+    )
+    if original_ms_layout:
+        # Original Microsoft checkpoint layout: let timm convert it.
+        import timm
+        from timm.models.swin_transformer import checkpoint_filter_fn
 
-            state = checkpoint_filter_fn(state, timm.create_model(model_name, pretrained=False))
+        state = checkpoint_filter_fn(state, timm.create_model(model_name, pretrained=False))
     return {re.sub(r"^layers\.(\d+)\.", r"layers_\1.", k): v for k, v in state.items()}
 
 

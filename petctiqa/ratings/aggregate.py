@@ -343,6 +343,7 @@ def mle_subject_model(
     tol: float = 1e-8,
     refresh_rate: float = 0.1,
     force_zero_mean_bias: bool = True,
+    min_variance: float = 0.0,
 ) -> MleResult:
     """SUREAL's ``MaximumLikelihoodEstimationModel`` (gradient method 'simplified').
 
@@ -351,6 +352,10 @@ def mle_subject_model(
     b (weighted mean residual), v and a (one Newton step on the log-likelihood, clipped at 0),
     then x (weighted mean), each damped as ``new = 0.9 old + 0.1 step``. Stops when the L2 change
     of x is below ``tol`` or after ``max_iter``. Stds are 1/sqrt(Fisher information).
+
+    ``min_variance`` floors v^2 + a^2 (0 = SUREAL). With few raters and integer scores a rater
+    can agree exactly with the consensus on a content, driving both terms to 0 and the
+    likelihood to infinity; a small floor (``aggregate`` uses 0.01) keeps the weights finite.
     """
     x_es = np.asarray(scores, dtype=float)
     e_count, s_count = x_es.shape
@@ -368,7 +373,7 @@ def mle_subject_model(
     a_c = np.sqrt(np.bincount(cid, weights=(resid**2).sum(axis=1), minlength=c_count) / n_c)
     b_s = np.zeros(s_count)
     keep = 1.0 - refresh_rate
-    tiny = 1e-300
+    tiny = max(min_variance, 1e-300)
 
     x_e_std = b_s_std = np.zeros(0)
     converged = False
@@ -513,13 +518,14 @@ def aggregate(
     screening: bool = False,
     zscore: bool = False,
     mle: bool = True,
+    mle_min_variance: float = 0.01,
 ) -> Aggregation:
     """Run the full aggregation on one study.
 
     ``screening``: MOS/std/CI use only raters BT.500 keeps (the screening itself always runs and
     is reported). ``zscore``: scores are z-scored per rater and mapped back onto the scale
     (grand mean + mean rater std * z) before the MOS. ``mle``: also fit the MLE subject model on
-    the raw scores. Agreement (ICC, Krippendorff's alpha) is always on the raw scores.
+    the raw scores (noise variance floored at ``mle_min_variance``). Agreement (ICC, Krippendorff's alpha) is always on the raw scores.
     """
     raw = matrix.scores
     bt = bt500_screening(raw)
@@ -531,7 +537,7 @@ def aggregate(
     if screening:
         work = work[:, ~bt.rejected]
     stats_ = mos_statistics(work, ci=ci)
-    model = mle_subject_model(raw, matrix.content) if mle else None
+    model = mle_subject_model(raw, matrix.content, min_variance=mle_min_variance) if mle else None
     return Aggregation(
         matrix=matrix,
         stats=stats_,

@@ -336,7 +336,7 @@ def rater_table(result: Aggregation, simulated: dict[str, bool] | None = None) -
         table["mle_bias"] = result.mle.bias
         table["mle_inconsistency"] = result.mle.inconsistency
     if simulated is not None:
-        table["simulated"] = [bool(simulated.get(r, False)) for r in m.raters]
+        table["simulated"] = [str(bool(simulated.get(r, False))).lower() for r in m.raters]
     return table
 
 

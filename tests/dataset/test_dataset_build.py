@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,10 @@ from PIL import Image
 
 from petctiqa.dataset.build import BuildOptions, build_dataset
 from petctiqa.dataset.manifest import MANIFEST_COLUMNS, read_manifest
-from petctiqa.protocol import load_dataset_protocol, resolve_protocol_path
+from petctiqa.protocol import load_dataset_protocol
 from petctiqa_cli.main import cli
 
-SHIPPED = Path(resolve_protocol_path("pet-ct-iqa-ds")[1].replace("package:", ""))
+SHIPPED_TEXT = (resources.files("petctiqa_protocols") / "pet-ct-iqa-ds.toml").read_text()
 
 
 def _sha(path: Path) -> str:
@@ -43,11 +44,8 @@ def _run(*args: str):
 @pytest.fixture(scope="session")
 def small_protocol(tmp_path_factory) -> Path:
     """The shipped protocol rendered at 128 px so the fast tests stay fast."""
-    from importlib import resources
-
-    text = (resources.files("petctiqa_protocols") / "pet-ct-iqa-ds.toml").read_text()
     path = tmp_path_factory.mktemp("protocol") / "small.toml"
-    path.write_text(text.replace("size = 512 ", "size = 128 "))
+    path.write_text(SHIPPED_TEXT.replace("size = 512 ", "size = 128 "))
     assert load_dataset_protocol(path).render.size == 128
     return path
 
@@ -218,7 +216,9 @@ def test_changed_settings_are_refused_and_output_kept(small_dataset, small_phant
     assert _tree_hashes(small_dataset) == before
 
 
-@pytest.mark.parametrize("case", ["empty", "no-pet", "corrupt", "bad-protocol", "too-many"])
+@pytest.mark.parametrize(
+    "case", ["empty", "no-pet", "corrupt", "corrupt-extra", "bad-protocol", "too-many"]
+)
 def test_bad_input_is_one_clear_error_and_keeps_output(case, small_dataset, shared_data, tmp_path):
     out = tmp_path / "ds"
     shutil.copytree(small_dataset, out)
@@ -236,14 +236,21 @@ def test_bad_input_is_one_clear_error_and_keeps_output(case, small_dataset, shar
             shutil.copytree(shared_data / "dicom" / "STS_001" / name, src / name)
         victim = sorted((src / "CT_crop").iterdir())[9]
         victim.chmod(0o644)
-        victim.write_bytes(victim.read_bytes()[:40000])
+        victim.write_bytes(victim.read_bytes()[:40000])  # header intact, pixel data cut
         args = ["--patients", "1", "--slices", "2"]
-        expected = f"{victim}: cannot decode pixel data"
+        expected = f"{victim}: truncated file (40000 bytes, pixel data alone needs 79992)"
+    elif case == "corrupt-extra":
+        for name in ("CT_crop", "PET_crop"):
+            shutil.copytree(shared_data / "dicom" / "STS_001" / name, src / name)
+        victim = src / "CT_crop" / "zz-extra.dcm"  # the series itself stays complete
+        victim.write_bytes((src / "CT_crop" / "000001.dcm").read_bytes()[:20000])
+        args = ["--patients", "1", "--slices", "2"]
+        expected = f"{victim}: truncated file (20000 bytes, pixel data alone needs 79992) (beside"
     elif case == "bad-protocol":
         shutil.copytree(shared_data / "dicom" / "STS_001" / "CT_crop", src / "CT_crop")
         bad = tmp_path / "bad.toml"
         bad.write_text(
-            SHIPPED.read_text().replace("sigmas = [0.0, 5.0, 10.0]", "sigmas = [0.0, 5.0, -1.0]")
+            SHIPPED_TEXT.replace("sigmas = [0.0, 5.0, 10.0]", "sigmas = [0.0, 5.0, -1.0]")
         )
         args += ["--protocol", str(bad)]
         expected = f"{bad}: field 'distortions.gaussian.sigmas' must be >= 0.0, got -1.0"

@@ -1,0 +1,92 @@
+"""A reader study = a dataset folder + its rating database + a rating scale.
+
+:func:`open_study` is the one entry point the CLI uses for ``serve``, ``import``, ``export`` and
+``simulate``: it reads the manifest, opens (and on first use creates) ``<dataset>/ratings.sqlite``
+and records each image's natural size for the web page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from petctiqa.errors import DatasetError
+from petctiqa.ratings.scale import DEFAULT_SCALE, RatingScale, load_rating_scale
+from petctiqa.ratings.simulate import ObserverModel, draw_raters, simulate_scores
+from petctiqa.ratings.store import Rating, RatingStore, utc_now
+from petctiqa.ratings.study_images import StudyImage, read_study_images
+
+DEFAULT_DB_NAME = "ratings.sqlite"
+
+
+@dataclass(frozen=True)
+class Study:
+    dataset: Path
+    store: RatingStore
+    images: tuple[StudyImage, ...]
+    scale: RatingScale
+    seed: int
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) in pixels, read from the file header only."""
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: image listed in manifest.csv does not exist") from None
+    except OSError as exc:
+        raise DatasetError(f"{path}: not a readable image ({exc})") from None
+
+
+def open_study(
+    dataset: Path,
+    db: Path | None = None,
+    scale: str | Path = DEFAULT_SCALE,
+    seed: int | None = None,
+    check_files: bool = True,
+) -> Study:
+    """Open (creating on first use) the study of ``dataset``; the DB defaults to
+    ``<dataset>/ratings.sqlite``. ``seed`` fixes the presentation-order seed of a new study."""
+    dataset = Path(dataset)
+    images = read_study_images(dataset)
+    rating_scale = load_rating_scale(scale)
+    store = RatingStore(db or dataset / DEFAULT_DB_NAME, rating_scale.min, rating_scale.max)
+    if store.meta("seed") is None:
+        rows = []
+        for im in images:
+            width, height = image_size(dataset / im.image) if check_files else (None, None)
+            rows.append((im.image, im.image_id, im.slice_id, width, height))
+    else:
+        rows = [(im.image, im.image_id, im.slice_id, None, None) for im in images]
+    study_seed = store.init_study(rows, seed, rating_scale.name)
+    return Study(dataset, store, images, rating_scale, study_seed)
+
+
+def simulate_study(
+    study: Study,
+    raters: int | Sequence[str],
+    seed: int = 0,
+    model: ObserverModel | None = None,
+) -> int:
+    """Add simulated raters (``sim01``, ...) who rate every image; stored with simulated = 1.
+
+    Returns the number of ratings stored (one transaction)."""
+    names = [f"sim{i + 1:02d}" for i in range(raters)] if isinstance(raters, int) else list(raters)
+    model = model or ObserverModel(scale_min=study.scale.min, scale_max=study.scale.max)
+    study.store.add_raters(names, simulated=True)
+    params = draw_raters(names, seed, model)
+    scores = simulate_scores(
+        [im.image_id for im in study.images], [im.cell for im in study.images], params, seed, model
+    )
+    now = utc_now()
+    ratings = []
+    for j, name in enumerate(names):
+        done = study.store.rated_images(name)
+        for i, im in enumerate(study.images):
+            if im.image not in done:
+                ratings.append(Rating(name, im.image, int(scores[i, j]), None, now, "simulate", True))
+    return study.store.insert_ratings(ratings)
