@@ -247,7 +247,7 @@ def _pet_suv(anatomy: Anatomy, grid: _Grid, rng: np.random.Generator, noise: flo
     sigma_xy = math.sqrt(max(sigma_mm**2 - grid.spacing**2 / 12, 0.0)) / grid.spacing
     sigma_z = math.sqrt(max(sigma_mm**2 - PET_SLICE_MM**2 / 12, 0.0)) / PET_SLICE_MM
     suv = ndimage.gaussian_filter(suv, (sigma_z, sigma_xy, sigma_xy), mode="constant")
-    near_body = ndimage.maximum_filter(body, size=(3, 5, 5), mode="constant")
+    near_body = ndimage.maximum_filter(body, size=3, mode="constant")
     suv[~near_body] = 0.0
     return np.clip(suv, 0.0, None)
 
@@ -523,7 +523,7 @@ def write_phantom_study(
         rng, habitus, z_top, (n_ct - 1) * CT_SLICE_MM, n_lesions=int(rng.integers(1, 4))
     )
     ct_noise = float(10.0 + 0.08 * (acq.weight_kg - 50) + rng.uniform(0, 2))
-    pet_noise = float(0.15 + 0.002 * (acq.weight_kg - 50) + rng.uniform(0, 0.05))
+    pet_noise = float(0.08 + 0.0015 * (acq.weight_kg - 50) + rng.uniform(0, 0.04))
 
     study_uid = phantom_uid(seed, pid, "study")
     for_uid = phantom_uid(seed, pid, "frame-of-reference")
@@ -602,9 +602,9 @@ def _metadata_csv(out_dir: Path, studies: list[PhantomStudy]) -> str:
     return buffer.getvalue()
 
 
-def _write_one(args: tuple[Path, int, int]) -> PhantomStudy:
-    out_dir, index, seed = args
-    return write_phantom_study(out_dir, index, seed)
+def _write_one(args: tuple[Path, int, int, int, int]) -> PhantomStudy:
+    out_dir, index, seed, ct_matrix, pet_matrix = args
+    return write_phantom_study(out_dir, index, seed, ct_matrix=ct_matrix, pet_matrix=pet_matrix)
 
 
 def write_phantom_tree(
@@ -614,12 +614,15 @@ def write_phantom_tree(
     progress: bool = False,
     *,
     jobs: int | None = None,
+    ct_matrix: int = 512,
+    pet_matrix: int = 128,
 ) -> list[PhantomStudy]:
     """Write ``patients`` studies (PHANTOM-0001 ...) and the NBIA ``metadata.csv`` under ``out_dir``.
 
     Deterministic: the same (patients, seed) gives byte-identical files for any ``jobs``
     (worker processes; default: all cores, at most one per patient). Shows a tqdm bar on stderr
-    when ``progress`` is true. Returns the studies in patient order.
+    when ``progress`` is true. ``ct_matrix`` / ``pet_matrix`` as in :func:`write_phantom_study`.
+    Returns the studies in patient order.
     """
     if patients < 1:
         raise ValueError(f"patients must be at least 1, got {patients}")
@@ -627,7 +630,7 @@ def write_phantom_tree(
 
     out_dir = Path(out_dir)
     workers = min(patients, jobs or os.cpu_count() or 1)
-    tasks = [(out_dir, index, seed) for index in range(1, patients + 1)]
+    tasks = [(out_dir, i, seed, ct_matrix, pet_matrix) for i in range(1, patients + 1)]
     bar = tqdm(total=patients, desc="phantom", unit="patient", disable=not progress)
     with bar:
         if workers <= 1:

@@ -187,7 +187,9 @@ def _section_mask(
     reach = np.maximum(ax, ay) if shape.angle_deg else ax
     reach_y = np.maximum(ax, ay) if shape.angle_deg else ay
     margin = edge_mm
-    i0, i1 = _index_range(xs, float(np.min(cx - reach)) - margin, float(np.max(cx + reach)) + margin)
+    i0, i1 = _index_range(
+        xs, float(np.min(cx - reach)) - margin, float(np.max(cx + reach)) + margin
+    )
     j0, j1 = _index_range(
         ys, float(np.min(cy - reach_y)) - margin, float(np.max(cy + reach_y)) + margin
     )
@@ -199,7 +201,10 @@ def _section_mask(
     ax3 = np.maximum(ax, 1e-3).astype(f32)[:, None, None]
     ay3 = np.maximum(ay, 1e-3).astype(f32)[:, None, None]
     if shape.angle_deg:
-        c, s = f32(math.cos(math.radians(shape.angle_deg))), f32(math.sin(math.radians(shape.angle_deg)))
+        c, s = (
+            f32(math.cos(math.radians(shape.angle_deg))),
+            f32(math.sin(math.radians(shape.angle_deg))),
+        )
         u = (dx * c + dy * s) / ax3
         v = (dy * c - dx * s) / ay3
     else:
@@ -325,7 +330,9 @@ def paint(
     return volume
 
 
-def point_truth(shapes: tuple[Shape, ...], point: tuple[float, float, float]) -> tuple[str, float, float]:
+def point_truth(
+    shapes: tuple[Shape, ...], point: tuple[float, float, float]
+) -> tuple[str, float, float]:
     """(tissue name, HU, SUV) of the anatomy at one point, with sharp edges and no noise.
 
     Outside every shape this is ("air", -1000, 0). Shapes with ``in_pet=False`` are invisible to
@@ -515,7 +522,10 @@ def build_thorax(
     del wall_mm
 
     y_trachea = y_spine - 48.0
-    trachea_rows = [(z_at(-0.05), x0, y_trachea, 11.0, 10.0), (z_at(0.33), x0, y_trachea + 5, 12.0, 10.0)]
+    trachea_rows = [
+        (z_at(-0.05), x0, y_trachea, 11.0, 10.0),
+        (z_at(0.33), x0, y_trachea + 5, 12.0, 10.0),
+    ]
     carina = z_at(0.33)
     shapes.append(_tube("oesophagus", t_soft, [(z_at(-0.05), x0 + 4, y_spine - 26, 8, 6),
                                                 (z_at(0.8), x0 + 15, y_spine - 30, 9, 7)]))  # fmt: skip
@@ -554,7 +564,11 @@ def build_thorax(
             present, lx, ly, lax, lay = lung.sections(np.array([z_at(float(t))]))
             if not present[0]:
                 continue
-            c = (float(lx[0] + r * lax[0] * math.cos(a)), float(ly[0] + r * lay[0] * math.sin(a)), z_at(float(t)))
+            c = (
+                float(lx[0] + r * lax[0] * math.cos(a)),
+                float(ly[0] + r * lay[0] * math.sin(a)),
+                z_at(float(t)),
+            )
             shapes.append(Ellipsoid("lung vessel", t_blood, c, (s, s, 3 * s), in_pet=False))
 
     # --- upper abdomen
@@ -572,7 +586,11 @@ def build_thorax(
     st_c = (cav_cx + 0.38 * cav_ax, cav_cy - 0.25 * cav_ay, stomach_top - 55.0)
     shapes.append(Ellipsoid("stomach", t_stomach, st_c, (48.0, 40.0, 55.0)))
     shapes.append(Ellipsoid("stomach lumen", t_fluid, st_c, (42.0, 34.0, 49.0)))
-    shapes.append(Ellipsoid("gastric air", t_air, (st_c[0], st_c[1] - 14.0, st_c[2] + 12.0), (30.0, 18.0, 30.0)))
+    shapes.append(
+        Ellipsoid(
+            "gastric air", t_air, (st_c[0], st_c[1] - 14.0, st_c[2] + 12.0), (30.0, 18.0, 30.0)
+        )
+    )
     shapes.append(Ellipsoid("spleen", t_spleen, (cav_cx + 0.62 * cav_ax, y_spine - 5.0, z_at(dome + 0.1) - 50.0),
                             (32.0, 48.0, 52.0), angle_deg=35))  # fmt: skip
     for side, top in ((-1, 0.94), (1, 0.91)):
@@ -620,8 +638,14 @@ def build_thorax(
 
     # --- couch (carbon-fibre shells around a foam core); not in the PET field of activity
     couch_top = body_back + 0.5
-    shapes.append(Slab("couch", t_carbon, (-225.0, 225.0), (couch_top, couch_top + 48.0), in_pet=False))
-    shapes.append(Slab("couch core", t_foam, (-222.0, 222.0), (couch_top + 3.0, couch_top + 45.0), in_pet=False))
+    shapes.append(
+        Slab("couch", t_carbon, (-225.0, 225.0), (couch_top, couch_top + 48.0), in_pet=False)
+    )
+    shapes.append(
+        Slab(
+            "couch core", t_foam, (-220.0, 220.0), (couch_top + 5.0, couch_top + 43.0), in_pet=False
+        )
+    )
 
     # --- lesions: lung nodules (and sometimes a hilar / mediastinal node)
     avoid = [s for s in shapes if s.name in ("heart", "epicardial fat", "liver", "liver left lobe",
@@ -654,13 +678,20 @@ def build_thorax(
                 continue
             if not all(_inside(lung, p, -4.0) for p in probes):
                 continue
-            if any(math.dist(center, other.center_mm) < (diameter + other.diameter_mm) / 2 + 10 for other in lesions):
+            if any(
+                math.dist(center, other.center_mm) < (diameter + other.diameter_mm) / 2 + 10
+                for other in lesions
+            ):
                 continue
             lesions.append(Lesion("lung nodule", center, diameter, suv, hu))
             break
     for lesion in lesions:
         r = lesion.diameter_mm / 2
-        shapes.append(Ellipsoid(lesion.name, Tissue(lesion.name, lesion.hu, lesion.suv), lesion.center_mm, (r, r, r)))
+        shapes.append(
+            Ellipsoid(
+                lesion.name, Tissue(lesion.name, lesion.hu, lesion.suv), lesion.center_mm, (r, r, r)
+            )
+        )
 
     # --- landmarks (points well inside one structure; the tests read CT/PET there)
     liver_pt = (liver_c[0] - 0.15 * liver_r[0], liver_c[1] - 0.25 * liver_r[1], z_at(0.86))
@@ -676,8 +707,10 @@ def build_thorax(
     z_wall = z_at(0.55)
     _, bx, by, bax, bay = body.sections(np.array([z_wall]))
     landmarks.append(("subcutaneous fat", (float(bx[0] + bax[0] - fat / 2), float(by[0]), z_wall)))
-    landmarks.append(("chest wall muscle", (float(bx[0]), float(by[0] - bay[0] + fat + 0.35 * wall), z_at(0.72))))
-    landmarks.append(("couch shell", (0.0, couch_top + 1.5, z_at(0.5))))
+    landmarks.append(
+        ("chest wall muscle", (float(bx[0]), float(by[0] - bay[0] + fat + 0.35 * wall), z_at(0.72)))
+    )
+    landmarks.append(("couch shell", (0.0, couch_top + 2.5, z_at(0.5))))
     landmarks.append(("outside air", (x0, body_back - 2 * D - 40.0, z_at(0.5))))
     return Anatomy(tuple(shapes), tuple(lesions), tuple(landmarks), body_back)
 

@@ -618,7 +618,10 @@ def build_dataset(options: BuildOptions, log: Log | None = None) -> BuildSummary
             f"{src}: {len(best)} patients have a PET/CT pair, {n_patients} requested "
             f"(use --patients {len(best)})"
         )
-    candidates = iter(order_candidates(list(best), options.seed, options.patient_list))
+    order = order_candidates(list(best), options.seed, options.patient_list)
+    for pid in order[:n_patients]:
+        check_series_intact(best[pid], damaged)
+    candidates = iter(order)
     check_settings(out_dir, settings)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_json(out_dir / STATE_DIR / "build.json", settings)

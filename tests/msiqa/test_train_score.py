@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from petctiqa.errors import ModelError
+from petctiqa.msiqa.checkpoint import load_model, read_checkpoint
+from petctiqa.msiqa.loss import msiqa_loss
+from petctiqa.msiqa.model import MsIqa
+from petctiqa.msiqa.score import Scorer
+from petctiqa_cli.main import cli
+
+
+def test_one_adam_step_lowers_the_loss_on_a_fixed_batch(small_config):
+    torch.manual_seed(0)
+    model = MsIqa(small_config).train()
+    model.score_branch[2].p = model.weight_branch[2].p = 0.0  # no dropout noise
+    x = torch.randn(4, 3, 64, 64)
+    y = torch.tensor([0.0, 0.3, 0.7, 1.0])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    before = msiqa_loss(model(x), y)
+    opt.zero_grad()
+    before.backward()
+    opt.step()
+    after = msiqa_loss(model(x), y)
+    assert after.item() < before.item()
+
+
+@pytest.mark.slow
+def test_training_writes_outputs_and_checkpoint_round_trip(trained_run, tiny_csv, tmp_path):
+    out = trained_run.out_dir
+    for name in (
+        "last.pt",
+        "best.pt",
+        "metrics.csv",
+        "curves.png",
+        "scatter.png",
+        "predictions.csv",
+    ):
+        assert (out / name).is_file(), name
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert list(metrics["epoch"]) == [1] and np.isfinite(metrics["train_loss"][0])
+    data = read_checkpoint(out / "best.pt")
+    assert data["format"] == "petctiqa-msiqa" and data["label_scale"] == {"low": 1.0, "high": 4.0}
+    assert sorted(data["train_groups"] + data["test_groups"]) == ["P0", "P1", "P2", "P3"]
+    images = sorted(tiny_csv.parent.glob("img0*.png"))
+    first = Scorer(out / "best.pt", "cpu").score(images, batch_size=3)
+    again = Scorer(out / "best.pt", "cpu").score(images, batch_size=5)
+    assert [r.score for r in first] == pytest.approx([r.score for r in again], abs=1e-6)
+    loaded = load_model(out / "best.pt")
+    raw = first[0].s * first[0].w
+    assert first[0].score == pytest.approx(loaded.label_scale.denormalise(raw), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_score_cli_outputs_and_errors(trained_run, tiny_csv, tmp_path):
+    runner = CliRunner()
+    ckpt = str(trained_run.out_dir / "best.pt")
+    out_json = tmp_path / "s.json"
+    result = runner.invoke(
+        cli,
+        [
+            "score",
+            str(tiny_csv.parent),
+            "--checkpoint",
+            ckpt,
+            "--out",
+            str(out_json),
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    scores = json.loads(out_json.read_text())
+    assert len(scores) == 12 and {"source", "score", "s", "w"} <= set(scores[0])
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    result = runner.invoke(cli, ["score", str(bad), "--checkpoint", ckpt])
+    assert result.exit_code == 2 and f"error: {bad}: cannot read image" in result.output
+    foreign = tmp_path / "other.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)
+    result = runner.invoke(cli, ["score", str(bad), "--checkpoint", str(foreign)])
+    assert result.exit_code == 2 and "not a petctiqa MS-IQA checkpoint" in result.output
+    with pytest.raises(ModelError, match="architecture"):
+        data = read_checkpoint(trained_run.out_dir / "best.pt")
+        data["architecture"] = "HyperIQA"
+        torch.save(data, tmp_path / "arch.pt")
+        read_checkpoint(tmp_path / "arch.pt")
+
+
+@pytest.mark.slow
+def test_evaluate_cli_with_baselines_on_real_images(trained_run, shared_data, tmp_path):
+    # 2 slices (54 images) of the real sample, one per patient: P1 trains the baselines.
+    groups = pd.read_csv(shared_data / "pet-ct-iqa-ds-dev" / "groups.csv")
+    keep = groups[groups["slice"].isin(["s04", "s10"])].copy()
+    keep["path"] = [str(shared_data / "pet-ct-iqa-ds-dev" / "test" / n) for n in keep["image"]]
+    keep["group"] = keep["patient"]
+    keep["split"] = np.where(keep["patient"] == "P1", "train", "test")
+    csv_path = tmp_path / "subset.csv"
+    keep[["path", "mos", "group", "split", "poisson_level", "gaussian_level", "jpeg_level"]].to_csv(
+        csv_path, index=False
+    )
+    assert sorted(keep.groupby("patient").size()) == [27, 27]
+    result = CliRunner().invoke(
+        cli,
+        [
+            "evaluate",
+            "--data",
+            str(csv_path),
+            "--baselines",
+            "--bootstrap",
+            "50",
+            "--out",
+            str(tmp_path / "t.csv"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "t.csv")
+    assert list(table["method"])[:2] == ["level table", "BRISQUE (SVR fit on train)"]
+    assert table.loc[0, "n"] == 27
+    assert table.loc[0, "srocc"] > 0.8
