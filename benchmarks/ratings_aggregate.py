@@ -14,7 +14,12 @@ import time
 import numpy as np
 
 from petctiqa.ratings.aggregate import aggregate, score_matrix
-from petctiqa.ratings.simulate import PUBLISHED_CELL_MOS, ObserverModel, draw_raters, simulate_scores
+from petctiqa.ratings.simulate import (
+    PUBLISHED_CELL_MOS,
+    ObserverModel,
+    draw_raters,
+    simulate_scores,
+)
 
 
 def main() -> None:
@@ -22,7 +27,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     cells = sorted(PUBLISHED_CELL_MOS)
-    keys = [f"P{p:02d}_s{k}_p{c[0]}g{c[1]}j{c[2]}" for p in range(20) for k in range(1, 6) for c in cells]
+    keys = [
+        f"P{p:02d}_s{k}_p{c[0]}g{c[1]}j{c[2]}"
+        for p in range(20)
+        for k in range(1, 6)
+        for c in cells
+    ]
     cell_list = [c for _ in range(100) for c in cells]
     raters = draw_raters([f"sim{i}" for i in range(1, 6)], 0, ObserverModel())
     scores = simulate_scores(keys, cell_list, raters, 0)
@@ -35,13 +45,19 @@ def main() -> None:
         matrix = score_matrix(stim, rat, scores.ravel().astype(float), content)
         result = aggregate(matrix, ci="t", mle=True)
         times.append(time.perf_counter() - start)
-    print(f"machine: {platform.node()} {platform.machine()} {platform.processor() or ''} "
-          f"cpus={os.cpu_count()} python={platform.python_version()} numpy={np.__version__}")
-    print(f"matrix: {matrix.shape[0]} images x {matrix.shape[1]} raters, "
-          f"{len(set(content))} contents; MLE iterations {result.mle.iterations} "
-          f"(converged={result.mle.converged})")
-    print(f"aggregate incl. MLE: best {min(times):.3f} s, median {np.median(times):.3f} s "
-          f"over {args.repeat} runs (target < 5 s)")
+    print(
+        f"machine: {platform.node()} {platform.machine()} {platform.processor() or ''} "
+        f"cpus={os.cpu_count()} python={platform.python_version()} numpy={np.__version__}"
+    )
+    print(
+        f"matrix: {matrix.shape[0]} images x {matrix.shape[1]} raters, "
+        f"{len(set(content))} contents; MLE iterations {result.mle.iterations} "
+        f"(converged={result.mle.converged})"
+    )
+    print(
+        f"aggregate incl. MLE: best {min(times):.3f} s, median {np.median(times):.3f} s "
+        f"over {args.repeat} runs (target < 5 s)"
+    )
 
 
 if __name__ == "__main__":

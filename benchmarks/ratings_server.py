@@ -86,7 +86,9 @@ def main() -> None:
             results = ctx.Queue()
             start_at = time.time() + 3.0
             clients = [
-                ctx.Process(target=rater_loop, args=(port, r.token, args.ratings, start_at, results))
+                ctx.Process(
+                    target=rater_loop, args=(port, r.token, args.ratings, start_at, results)
+                )
                 for r in raters
             ]
             for c in clients:
@@ -99,13 +101,19 @@ def main() -> None:
             proc.terminate()
             proc.join(timeout=10)
         lat_ms = np.array([x for lat in per_rater for x in lat]) * 1000
-        print(f"machine: {platform.node()} {platform.machine()} cpus={os.cpu_count()} "
-              f"python={platform.python_version()}")
-        print(f"{len(lat_ms)} ratings by 5 concurrent raters in {wall:.2f} s "
-              f"({len(lat_ms) / wall:.0f} ratings/s), SQLite WAL synchronous=NORMAL")
+        print(
+            f"machine: {platform.node()} {platform.machine()} cpus={os.cpu_count()} "
+            f"python={platform.python_version()}"
+        )
+        print(
+            f"{len(lat_ms)} ratings by 5 concurrent raters in {wall:.2f} s "
+            f"({len(lat_ms) / wall:.0f} ratings/s), SQLite WAL synchronous=NORMAL"
+        )
         p50, p95, p99 = np.percentile(lat_ms, [50, 95, 99])
-        print(f"POST /rating latency: p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms, "
-              f"max {lat_ms.max():.1f} ms (target p99 < 50 ms)")
+        print(
+            f"POST /rating latency: p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms, "
+            f"max {lat_ms.max():.1f} ms (target p99 < 50 ms)"
+        )
 
 
 if __name__ == "__main__":

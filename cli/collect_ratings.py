@@ -70,7 +70,9 @@ def collect_ratings() -> None:
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--seed", type=int, default=None, help="Presentation-order seed of a NEW study.")
 @click.option("--training/--no-training", default=None, help="Override the scale's training block.")
-@click.option("--new-admin-token", is_flag=True, help="Replace the admin token (old link stops working).")
+@click.option(
+    "--new-admin-token", is_flag=True, help="Replace the admin token (old link stops working)."
+)
 @click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 64))
 def serve(dataset, db, scale, raters, host, port, seed, training, new_admin_token, threads) -> None:
     """Serve the rating web app (Flask + waitress) until Ctrl-C.
@@ -128,7 +130,9 @@ def serve(dataset, db, scale, raters, host, port, seed, training, new_admin_toke
 @DATASET
 @DB
 @SCALE
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path)
+)
 @click.option("--allow-missing", is_flag=True, help="Accept sheets that do not rate every image.")
 def import_(dataset, db, scale, files, allow_missing) -> None:
     """Import per-rater rating sheets (CSV or XLSX).
@@ -166,16 +170,41 @@ def import_(dataset, db, scale, files, allow_missing) -> None:
 @DATASET
 @DB
 @SCALE
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output folder [default: the dataset folder].")
-@click.option("--ci", type=click.Choice(["t", "normal"]), default="t", show_default=True,
-              help="95% CI of the MOS: Student t, or SUREAL's normal 1.96*s/sqrt(n).")
-@click.option("--screening/--no-screening", default=False, show_default=True,
-              help="Drop raters rejected by ITU-R BT.500 from the MOS (always reported).")
-@click.option("--zscore", is_flag=True, help="z-score each rater before averaging (mapped back to the scale).")
-@click.option("--mle/--no-mle", default=True, show_default=True,
-              help="Fit the MLE subject model (quality, rater bias, inconsistency).")
-def export(dataset, db, scale, out, ci, screening, zscore, mle) -> None:
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder [default: the dataset folder].",
+)
+@click.option(
+    "--ci",
+    type=click.Choice(["t", "normal"]),
+    default="t",
+    show_default=True,
+    help="95% CI of the MOS: Student t, or SUREAL's normal 1.96*s/sqrt(n).",
+)
+@click.option(
+    "--screening/--no-screening",
+    default=False,
+    show_default=True,
+    help="Drop raters rejected by ITU-R BT.500 from the MOS (always reported).",
+)
+@click.option(
+    "--zscore", is_flag=True, help="z-score each rater before averaging (mapped back to the scale)."
+)
+@click.option(
+    "--mle/--no-mle",
+    default=True,
+    show_default=True,
+    help="Fit the MLE subject model (quality, rater bias, inconsistency).",
+)
+@click.option(
+    "--bt500-skip-unanimous",
+    is_flag=True,
+    help="BT.500: images all raters scored alike add no outliers (SUREAL counts them; "
+    "with 5 raters that makes everyone an outlier).",
+)
+def export(dataset, db, scale, out, ci, screening, zscore, mle, bt500_skip_unanimous) -> None:
     """Write mos.csv, ratings_raw.csv, rater_report.csv, stimulus_mos.csv, agreement.json/png.
 
     mos.csv has one row per manifest image: image, mos, std, n, ci95_low, ci95_high, the
@@ -191,8 +220,15 @@ def export(dataset, db, scale, out, ci, screening, zscore, mle) -> None:
 
     study = open_study(dataset, db, scale)
     paths = export_study(
-        study.store, dataset, study.images, out or dataset, ci=ci, screening=screening,
-        zscore=zscore, mle=mle,
+        study.store,
+        dataset,
+        study.images,
+        out or dataset,
+        ci=ci,
+        screening=screening,
+        zscore=zscore,
+        mle=mle,
+        bt500_skip_unanimous=bt500_skip_unanimous,
     )
     if study.store.any_simulated():
         click.echo("note: the study contains SIMULATED ratings; the exports say so", err=True)
@@ -209,11 +245,33 @@ def export(dataset, db, scale, out, ci, screening, zscore, mle) -> None:
 @click.option("--screening/--no-screening", default=False, show_default=True)
 @click.option("--zscore", is_flag=True)
 @click.option("--mle/--no-mle", default=True, show_default=True)
-@click.option("--content-column", default=None, help="Column naming each stimulus's source content (MLE).")
-@click.option("--content-pattern", default=None,
-              help="Regex whose first group of the stimulus name is its content, e.g. '^([^_]+)_'.")
-def aggregate_cmd(ratings_csv, out, scale_min, scale_max, ci, screening, zscore, mle,
-                  content_column, content_pattern) -> None:
+@click.option(
+    "--content-column", default=None, help="Column naming each stimulus's source content (MLE)."
+)
+@click.option(
+    "--content-pattern",
+    default=None,
+    help="Regex whose first group of the stimulus name is its content, e.g. '^([^_]+)_'.",
+)
+@click.option(
+    "--bt500-skip-unanimous",
+    is_flag=True,
+    help="BT.500: images all raters scored alike add no outliers (SUREAL counts them; "
+    "with 5 raters that makes everyone an outlier).",
+)
+def aggregate_cmd(
+    ratings_csv,
+    out,
+    scale_min,
+    scale_max,
+    ci,
+    screening,
+    zscore,
+    mle,
+    content_column,
+    content_pattern,
+    bt500_skip_unanimous,
+) -> None:
     """Aggregate any long CSV (stimulus, rater, score) without a dataset folder.
 
     Writes OUT/stimulus_mos.csv (mos, std, n, CI, bt500_mos, mle_quality),
@@ -230,14 +288,23 @@ def aggregate_cmd(ratings_csv, out, scale_min, scale_max, ci, screening, zscore,
 
     matrix = read_long_csv(ratings_csv, content_column, content_pattern)
     check_scale(matrix, scale_min, scale_max)
-    result = aggregate(matrix, ci=ci, screening=screening, zscore=zscore, mle=mle)
+    result = aggregate(
+        matrix,
+        ci=ci,
+        screening=screening,
+        zscore=zscore,
+        mle=mle,
+        bt500_skip_unanimous=bt500_skip_unanimous,
+    )
     paths = write_aggregation(result, out)
-    rejected = [r for r, x in zip(matrix.raters, result.bt500.rejected) if x]
+    rejected = [r for r, x in zip(matrix.raters, result.bt500.rejected, strict=True) if x]
     click.echo(f"{len(matrix.stimuli)} stimuli x {len(matrix.raters)} raters")
     click.echo(f"BT.500 rejects: {', '.join(rejected) if rejected else 'none'}")
     if result.icc is not None:
         click.echo(f"ICC(2,1) = {result.icc.icc2_1:.3f}   ICC(2,k) = {result.icc.icc2_k:.3f}")
-    click.echo(f"Krippendorff alpha: interval {result.alpha_interval:.3f}, ordinal {result.alpha_ordinal:.3f}")
+    click.echo(
+        f"Krippendorff alpha: interval {result.alpha_interval:.3f}, ordinal {result.alpha_ordinal:.3f}"
+    )
     for name, path in paths.items():
         click.echo(f"{name}: {path}")
 

@@ -131,6 +131,14 @@ class BuildSummary:
     images_written: int
     images_verified: int
     seconds: float
+    """Wall time of the whole call (phantom generation included when it happened)."""
+    phantom_seconds: float = 0.0
+    index_seconds: float = 0.0
+    """Wall time of indexing the DICOM tree and pairing."""
+    patient_task_seconds: float = 0.0
+    """Summed worker time of the patient tasks (load volumes, choose slices, render)."""
+    slice_task_seconds: float = 0.0
+    """Summed worker time of the slice tasks (27 distortions, writes, contact sheet)."""
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -290,17 +298,18 @@ def distort_slice(task: SliceTask) -> SliceOutcome:
     for spec in task.specs:
         image_id = f"{plan.slice_id}_{spec.code}"
         path = task.out_dir / image_rel_path(image_id, task.image_format)
-        data: bytes | None = None
-        if image_id in expected and path.is_file():
-            on_disk = path.read_bytes()
-            if sha256_hex(on_disk) == expected[image_id]:
-                data = on_disk
+        on_disk = path.read_bytes() if path.is_file() else None
+        verified = on_disk is not None and sha256_hex(on_disk) == expected.get(image_id)
+        data = on_disk if verified else None
         if data is None:
+            # no record of this image (e.g. interrupted before the slice state was written) or
+            # it is missing/damaged: recompute it, and rewrite only when the bytes differ
             data = distort_image(
                 reference, spec, rng_for(task.seed, image_id), task.image_format, task.subsampling
             )
-            atomic_write_bytes(path, data)
-            written += 1
+            if data != on_disk:
+                atomic_write_bytes(path, data)
+                written += 1
         hashes.append((image_id, sha256_hex(data)))
         tiles.append(
             SheetTile(
@@ -409,6 +418,13 @@ def check_settings(out_dir: Path, settings: dict) -> None:
 # ----------------------------------------------------------------------------- executors
 
 
+def timed(function: Callable, task: Any) -> tuple[Any, float]:
+    """Run ``function(task)`` and return its result with the seconds it took (in the worker)."""
+    started = time.perf_counter()
+    result = function(task)
+    return result, time.perf_counter() - started
+
+
 class InlineExecutor(Executor):
     """Runs each task at submission, in this process (``--jobs 1``)."""
 
@@ -428,9 +444,11 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _die_with_parent() -> None:
-    """Worker initializer: on Linux, end this worker when the main process dies (even by
-    SIGKILL), instead of leaving it waiting for work forever."""
+def _init_worker() -> None:
+    """Worker initializer: one OpenCV thread per worker (the pool already uses every core) and,
+    on Linux, end this worker when the main process dies (even by SIGKILL) instead of leaving
+    it waiting for work forever."""
+    cv2.setNumThreads(1)
     try:
         import ctypes
         import signal
@@ -443,7 +461,7 @@ def _die_with_parent() -> None:
 def _executor(jobs: int) -> Executor:
     if jobs == 1:
         return InlineExecutor()
-    return ProcessPoolExecutor(max_workers=jobs, initializer=_die_with_parent)
+    return ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker)
 
 
 # ----------------------------------------------------------------------------- source
@@ -611,7 +629,9 @@ def build_dataset(options: BuildOptions, log: Log | None = None) -> BuildSummary
         src = ensure_phantom(out_dir, n_patients, options.seed, options.progress, log)
     else:
         src = Path(options.src)  # type: ignore[arg-type]
+    phantom_seconds = time.perf_counter() - started
     pairs, damaged = _find_pairs(src, options.progress, log)
+    index_seconds = time.perf_counter() - started - phantom_seconds
     best = best_pair_per_patient(pairs)
     if len(best) < n_patients:
         raise DatasetError(
@@ -631,6 +651,7 @@ def build_dataset(options: BuildOptions, log: Log | None = None) -> BuildSummary
     plans: dict[str, PatientPlan] = {}
     outcomes: dict[str, SliceOutcome] = {}
     rejected: list[str] = []
+    task_seconds = {"patient": 0.0, "slice": 0.0}
     running: dict[Future, tuple[str, str]] = {}
     patients_in_flight = 0
     bar = _progress_bar(total, options.progress)
@@ -646,7 +667,7 @@ def build_dataset(options: BuildOptions, log: Log | None = None) -> BuildSummary
                 image_format,
                 protocol.distortions.jpeg_subsampling,
             )
-            running[executor.submit(distort_slice, task)] = ("slice", item.slice_id)
+            running[executor.submit(timed, distort_slice, task)] = ("slice", item.slice_id)
 
     def next_candidates() -> Iterator[str]:
         while len(plans) + patients_in_flight < n_patients:
@@ -672,7 +693,7 @@ def build_dataset(options: BuildOptions, log: Log | None = None) -> BuildSummary
                     sel.min_body_fraction,
                     protocol.render,
                 )
-                running[executor.submit(prepare_patient, task)] = ("patient", pid)
+                running[executor.submit(timed, prepare_patient, task)] = ("patient", pid)
                 patients_in_flight += 1
             if not running:
                 break
@@ -682,7 +703,8 @@ def build_dataset(options: BuildOptions, log: Log | None = None) -> BuildSummary
                 if kind == "patient":
                     patients_in_flight -= 1
                     try:
-                        plan = future.result()
+                        plan, seconds = future.result()
+                        task_seconds["patient"] += seconds
                     except NoUsableSlices as exc:
                         rejected.append(str(exc))
                         log(f"skipping {exc}")
@@ -690,7 +712,8 @@ def build_dataset(options: BuildOptions, log: Log | None = None) -> BuildSummary
                     plans[key] = plan
                     submit_slices(plan)
                 else:
-                    outcome = future.result()
+                    outcome, seconds = future.result()
+                    task_seconds["slice"] += seconds
                     outcomes[key] = outcome
                     bar.update(len(outcome.image_sha256))
                 bar.set_postfix_str(f"patients {len(plans)}/{n_patients}", refresh=False)
@@ -758,4 +781,8 @@ def build_dataset(options: BuildOptions, log: Log | None = None) -> BuildSummary
         images_written=written,
         images_verified=len(records) - written,
         seconds=time.perf_counter() - started,
+        phantom_seconds=phantom_seconds,
+        index_seconds=index_seconds,
+        patient_task_seconds=task_seconds["patient"],
+        slice_task_seconds=task_seconds["slice"],
     )

@@ -234,10 +234,8 @@ def mos_statistics(scores: np.ndarray, ci: str = "t", confidence: float = 0.95) 
         std = np.where(n >= 2, std, np.nan)
         std_err = std / np.sqrt(n)
     if ci == "normal":
-        if abs(confidence - 0.95) > 1e-12:
-            z = stats.norm.ppf(0.5 + confidence / 2)
-        else:
-            z = SUREAL_Z95
+        exact95 = abs(confidence - 0.95) < 1e-12
+        z = SUREAL_Z95 if exact95 else stats.norm.ppf(0.5 + confidence / 2)
         half = z * std_err
     else:
         dof = np.maximum(n - 1, 1)
@@ -259,7 +257,9 @@ def mos_statistics(scores: np.ndarray, ci: str = "t", confidence: float = 0.95) 
 # ----------------------------------------------------------------------------- BT.500
 
 
-def bt500_screening(scores: np.ndarray, repetitions: int = 1) -> Bt500Result:
+def bt500_screening(
+    scores: np.ndarray, repetitions: int = 1, skip_unanimous: bool = False
+) -> Bt500Result:
     """ITU-R BT.500-13 observer screening exactly as SUREAL implements it.
 
     Per stimulus: mean m, std s (ddof=0) and Pearson kurtosis b2 = m4 / m2^2 over the raters who
@@ -268,6 +268,8 @@ def bt500_screening(scores: np.ndarray, repetitions: int = 1) -> Bt500Result:
     rejected when (P+Q)/(E*R) > 0.05 and |P-Q|/(P+Q) < 0.3; if every rater would be rejected none
     is. As in SUREAL, a stimulus whose scores are all equal (s = 0, b2 undefined) counts every
     score as both P and Q -- this is common with 5 raters on a 0..4 scale; the count is reported.
+    ``skip_unanimous=True`` lets such stimuli add no outliers (the only deviation from SUREAL;
+    it changes nothing where the scores vary).
     """
     mask = ~np.isnan(scores)
     n = mask.sum(axis=1)
@@ -281,8 +283,9 @@ def bt500_screening(scores: np.ndarray, repetitions: int = 1) -> Bt500Result:
         sigma = np.sqrt(m2)
     normal = (kurt >= 2) & (kurt <= 4)
     width = np.where(normal, 2.0, np.sqrt(20.0)) * sigma
-    high = mask & (np.nan_to_num(scores, nan=-np.inf) >= (mu + width)[:, None])
-    low = mask & (np.nan_to_num(scores, nan=np.inf) <= (mu - width)[:, None])
+    counted = mask & ~((m2 == 0) & skip_unanimous)[:, None]
+    high = counted & (np.nan_to_num(scores, nan=-np.inf) >= (mu + width)[:, None])
+    low = counted & (np.nan_to_num(scores, nan=np.inf) <= (mu - width)[:, None])
     p = high.sum(axis=0).astype(float)
     q = low.sum(axis=0).astype(float)
     e_count = scores.shape[0]
@@ -519,16 +522,18 @@ def aggregate(
     zscore: bool = False,
     mle: bool = True,
     mle_min_variance: float = 0.01,
+    bt500_skip_unanimous: bool = False,
 ) -> Aggregation:
     """Run the full aggregation on one study.
 
     ``screening``: MOS/std/CI use only raters BT.500 keeps (the screening itself always runs and
     is reported). ``zscore``: scores are z-scored per rater and mapped back onto the scale
     (grand mean + mean rater std * z) before the MOS. ``mle``: also fit the MLE subject model on
-    the raw scores (noise variance floored at ``mle_min_variance``). Agreement (ICC, Krippendorff's alpha) is always on the raw scores.
+    the raw scores (noise variance floored at ``mle_min_variance``).
+    ``bt500_skip_unanimous``: see :func:`bt500_screening` (default: exactly SUREAL). Agreement (ICC, Krippendorff's alpha) is always on the raw scores.
     """
     raw = matrix.scores
-    bt = bt500_screening(raw)
+    bt = bt500_screening(raw, skip_unanimous=bt500_skip_unanimous)
     kept = raw[:, ~bt.rejected]
     bt_mos = mos_statistics(kept, ci=ci).mos
     work = raw

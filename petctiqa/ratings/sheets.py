@@ -21,7 +21,13 @@ import pandas as pd
 
 from petctiqa.atomic import atomic_write_text
 from petctiqa.errors import RatingError
-from petctiqa.ratings.aggregate import Aggregation, ScoreMatrix, aggregate, check_scale, score_matrix
+from petctiqa.ratings.aggregate import (
+    Aggregation,
+    ScoreMatrix,
+    aggregate,
+    check_scale,
+    score_matrix,
+)
 from petctiqa.ratings.store import Rating, RatingStore, check_rater_id, utc_now
 from petctiqa.ratings.study_images import StudyImage
 
@@ -218,7 +224,9 @@ def import_sheets(
                 check.ratings,
                 (
                     SheetProblem(
-                        check.file, None, f"rater {check.rater!r} also in {raters_seen[check.rater]}"
+                        check.file,
+                        None,
+                        f"rater {check.rater!r} also in {raters_seen[check.rater]}",
                     ),
                 ),
             )
@@ -258,12 +266,16 @@ def read_long_csv(
     stim_col = "stimulus" if "stimulus" in frame.columns else "image"
     missing = [c for c in (stim_col, "rater", "score") if c not in frame.columns]
     if missing:
-        raise RatingError(f"{path}: missing column(s) {', '.join(missing)} (need stimulus, rater, score)")
+        raise RatingError(
+            f"{path}: missing column(s) {', '.join(missing)} (need stimulus, rater, score)"
+        )
     scores = pd.to_numeric(frame["score"], errors="coerce")
     bad = scores.isna()
     if bad.any():
         line = int(np.flatnonzero(bad.to_numpy())[0]) + 2
-        raise RatingError(f"{path}: line {line}: score {frame['score'].iloc[line - 2]!r} is not a number")
+        raise RatingError(
+            f"{path}: line {line}: score {frame['score'].iloc[line - 2]!r} is not a number"
+        )
     stimuli = frame[stim_col].astype(str)
     content = None
     if content_column:
@@ -358,7 +370,9 @@ def agreement_summary(result: Aggregation) -> dict[str, object]:
         },
         "krippendorff_alpha_interval": result.alpha_interval,
         "krippendorff_alpha_ordinal": result.alpha_ordinal,
-        "bt500_rejected": [r for r, x in zip(result.matrix.raters, result.bt500.rejected) if x],
+        "bt500_rejected": [
+            r for r, x in zip(result.matrix.raters, result.bt500.rejected, strict=True) if x
+        ],
         "bt500_unanimous_stimuli": result.bt500.unanimous_stimuli,
         "ci_method": result.stats.ci_method,
         "screened": result.screened,
@@ -385,7 +399,9 @@ def write_agreement_figure(result: Aggregation, path: Path) -> None:
         axes[0].scatter(others[ok], x[ok, s] + jitter, s=6, alpha=0.4, label=name)
     axes[0].set_xlabel("MOS of the other raters")
     axes[0].set_ylabel("rater score")
-    axes[0].set_title("Agreement (ICC(2,1) = %s)" % ("n/a" if result.icc is None else f"{result.icc.icc2_1:.3f}"))
+    axes[0].set_title(
+        "Agreement (ICC(2,1) = %s)" % ("n/a" if result.icc is None else f"{result.icc.icc2_1:.3f}")
+    )
     if len(m.raters) <= 12:
         axes[0].legend(fontsize=7, markerscale=2)
     if result.mle is not None:
@@ -442,6 +458,7 @@ def export_study(
     zscore: bool = False,
     mle: bool = True,
     figure: bool = True,
+    bt500_skip_unanimous: bool = False,
 ) -> dict[str, Path]:
     """Export a study: ``ratings_raw.csv`` (long), ``mos.csv`` (the training CSV: one row per
     manifest image with mos/std/n/CI, manifest patient/slice/levels, split, simulated), plus the
@@ -476,7 +493,14 @@ def export_study(
         stimulus_order=rated_images,
     )
     check_scale(matrix, store.scale_min, store.scale_max)
-    result = aggregate(matrix, ci=ci, screening=screening, zscore=zscore, mle=mle)
+    result = aggregate(
+        matrix,
+        ci=ci,
+        screening=screening,
+        zscore=zscore,
+        mle=mle,
+        bt500_skip_unanimous=bt500_skip_unanimous,
+    )
     out.mkdir(parents=True, exist_ok=True)
     paths = write_aggregation(result, out, simulated_raters, figure=figure)
     raw_path = out / "ratings_raw.csv"
@@ -495,13 +519,19 @@ def export_study(
         if im.image in per_stim.index:
             s = per_stim.loc[im.image]
             row.update(
-                mos=s["mos"], std=s["std"], n=int(s["n"]), ci95_low=s["ci95_low"],
-                ci95_high=s["ci95_high"], bt500_mos=s["bt500_mos"],
+                mos=s["mos"],
+                std=s["std"],
+                n=int(s["n"]),
+                ci95_low=s["ci95_low"],
+                ci95_high=s["ci95_high"],
+                bt500_mos=s["bt500_mos"],
             )
             if mle:
                 row.update(mle_quality=s["mle_quality"], mle_quality_std=s["mle_quality_std"])
         else:
-            row.update(mos=np.nan, std=np.nan, n=0, ci95_low=np.nan, ci95_high=np.nan, bt500_mos=np.nan)
+            row.update(
+                mos=np.nan, std=np.nan, n=0, ci95_low=np.nan, ci95_high=np.nan, bt500_mos=np.nan
+            )
         row.update(
             patient_id=im.patient_id,
             slice_id=im.slice_id,
@@ -513,8 +543,11 @@ def export_study(
         )
         rows.append(row)
     mos = pd.DataFrame(rows)
-    extra = [c for c in ("slice_number", "reference", "poisson_value", "gaussian_sigma", "jpeg_quality")
-             if c in manifest.columns]
+    extra = [
+        c
+        for c in ("slice_number", "reference", "poisson_value", "gaussian_sigma", "jpeg_quality")
+        if c in manifest.columns
+    ]
     if extra:
         mos = mos.merge(manifest[["image", *extra]], on="image", how="left")
     mos_path = out / "mos.csv"

@@ -161,7 +161,9 @@ def simulate_scores(
     cell_mos: dict[tuple[int, int, int], float] | None = None,
 ) -> np.ndarray:
     """Integer scores (images x raters) from the observer model (see the module docstring)."""
-    return rate_latent(latent_quality(image_keys, cells, seed, model, cell_mos), raters, seed, model)
+    return rate_latent(
+        latent_quality(image_keys, cells, seed, model, cell_mos), raters, seed, model
+    )
 
 
 # ----------------------------------------------------------------------------- power

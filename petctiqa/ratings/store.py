@@ -354,7 +354,10 @@ class RatingStore:
         with self._write_lock, self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                if conn.execute("SELECT 1 FROM images WHERE image = ?", (image,)).fetchone() is None:
+                if (
+                    conn.execute("SELECT 1 FROM images WHERE image = ?", (image,)).fetchone()
+                    is None
+                ):
                     raise RatingRejected(f"image {image!r} is not in this study", "unknown")
                 if conn.execute(
                     "SELECT 1 FROM ratings WHERE rater = ? AND image = ?", (rater, image)
@@ -451,7 +454,10 @@ class RatingStore:
 
     def any_simulated(self) -> bool:
         with self._connect() as conn:
-            return conn.execute("SELECT 1 FROM ratings WHERE simulated = 1 LIMIT 1").fetchone() is not None
+            return (
+                conn.execute("SELECT 1 FROM ratings WHERE simulated = 1 LIMIT 1").fetchone()
+                is not None
+            )
 
     def all_progress(self) -> list[Progress]:
         return [self.progress(r.rater) for r in self.raters()]

@@ -88,5 +88,7 @@ def simulate_study(
         done = study.store.rated_images(name)
         for i, im in enumerate(study.images):
             if im.image not in done:
-                ratings.append(Rating(name, im.image, int(scores[i, j]), None, now, "simulate", True))
+                ratings.append(
+                    Rating(name, im.image, int(scores[i, j]), None, now, "simulate", True)
+                )
     return study.store.insert_ratings(ratings)

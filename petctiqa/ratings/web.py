@@ -42,9 +42,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def training_anchors(
-    images: Sequence[StudyImage], seed: int, slices: int
-) -> list[tuple[str, str]]:
+def training_anchors(images: Sequence[StudyImage], seed: int, slices: int) -> list[tuple[str, str]]:
     """(relative path, caption) pairs for the training block: for ``slices`` source slices
     (seeded choice), the undistorted reference render and the most distorted image."""
     by_slice: dict[str, list[StudyImage]] = {}
@@ -61,9 +59,7 @@ def training_anchors(
         anchors.append(
             (group[0].reference, f"Reference render of {names[i]}: no distortion (expect 4)")
         )
-        anchors.append(
-            (worst.image, f"Strongest distortion of {names[i]} (expect 0 or 1)")
-        )
+        anchors.append((worst.image, f"Strongest distortion of {names[i]} (expect 0 or 1)"))
     return anchors
 
 
@@ -182,15 +178,23 @@ def create_app(
         if not isinstance(body, dict):
             abort(400, description="body must be JSON {image, position, score}")
         image, position, score = body.get("image"), body.get("position"), body.get("score")
-        if not isinstance(image, str) or isinstance(position, bool) or not isinstance(position, int):
+        if (
+            not isinstance(image, str)
+            or isinstance(position, bool)
+            or not isinstance(position, int)
+        ):
             abort(400, description="image must be a string and position an integer")
         try:
             rating = store.record_web_rating(rater.rater, image, position, score)
         except RatingRejected as exc:
             return jsonify(error=str(exc)), STATUS_OF[exc.kind]
         return jsonify(
-            saved={"image": rating.image, "score": rating.score, "position": rating.position,
-                   "rated_at": rating.rated_at},
+            saved={
+                "image": rating.image,
+                "score": rating.score,
+                "position": rating.position,
+                "rated_at": rating.rated_at,
+            },
             state=state(rater),
         ), 201
 
@@ -232,8 +236,13 @@ def create_app(
         admin_or_404(token)
         return jsonify(
             raters=[
-                {"rater": p.rater, "done": p.done, "total": p.total, "simulated": p.simulated,
-                 "last_rated_at": p.last_rated_at}
+                {
+                    "rater": p.rater,
+                    "done": p.done,
+                    "total": p.total,
+                    "simulated": p.simulated,
+                    "last_rated_at": p.last_rated_at,
+                }
                 for p in store.all_progress()
             ]
         )
@@ -248,8 +257,17 @@ def create_app(
             buffer.write("# SIMULATED ratings: this study contains simulated raters\n")
         writer.writerow(["image", "rater", "score", "position", "rated_at", "source", "simulated"])
         for r in ratings:
-            writer.writerow([r.image, r.rater, r.score, r.position, r.rated_at, r.source,
-                             str(r.simulated).lower()])
+            writer.writerow(
+                [
+                    r.image,
+                    r.rater,
+                    r.score,
+                    r.position,
+                    r.rated_at,
+                    r.source,
+                    str(r.simulated).lower(),
+                ]
+            )
         return Response(
             buffer.getvalue(),
             mimetype="text/csv",

@@ -29,10 +29,9 @@ def test_ddp_two_gloo_processes_train_one_step(tiny_csv, tmp_path):
         sys.executable,
         "-m",
         "torch.distributed.run",
+        "--standalone",
         "--nproc_per_node",
         "2",
-        "--master_port",
-        "29533",
         str(script),
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

@@ -11,10 +11,27 @@ import pytest
 from PIL import Image
 
 MANIFEST_HEADER = [
-    "image", "image_id", "patient_id", "slice_id", "slice_number", "slice_position_mm",
-    "study_uid", "ct_series_uid", "pet_series_uid", "ct_sop_uid", "frame_of_reference_uid",
-    "reference", "poisson_level", "gaussian_level", "jpeg_level", "poisson_form",
-    "poisson_value", "gaussian_sigma", "jpeg_quality", "seed", "sha256",
+    "image",
+    "image_id",
+    "patient_id",
+    "slice_id",
+    "slice_number",
+    "slice_position_mm",
+    "study_uid",
+    "ct_series_uid",
+    "pet_series_uid",
+    "ct_sop_uid",
+    "frame_of_reference_uid",
+    "reference",
+    "poisson_level",
+    "gaussian_level",
+    "jpeg_level",
+    "poisson_form",
+    "poisson_value",
+    "gaussian_sigma",
+    "jpeg_quality",
+    "seed",
+    "sha256",
 ]
 
 
@@ -35,11 +52,31 @@ def write_tiny_dataset(root: Path, patients: int = 2, slices: int = 2, size=(24,
                 code = f"p{pl}g{gl}j{jl}"
                 rel = f"images/{sid}_{code}.jpg"
                 Image.fromarray(base).save(root / rel, quality=(100, 70, 40)[jl])
-                rows.append([
-                    rel, f"{sid}_{code}", pid, sid, k, 10.0 * k, "1.2.3", "1.2.4", "1.2.5",
-                    f"1.2.6.{k}", "1.2.7", ref, pl, gl, jl, "impulse", (0, 0.005, 0.01)[pl],
-                    (0, 5, 10)[gl], (100, 70, 40)[jl], 0, "0" * 64,
-                ])
+                rows.append(
+                    [
+                        rel,
+                        f"{sid}_{code}",
+                        pid,
+                        sid,
+                        k,
+                        10.0 * k,
+                        "1.2.3",
+                        "1.2.4",
+                        "1.2.5",
+                        f"1.2.6.{k}",
+                        "1.2.7",
+                        ref,
+                        pl,
+                        gl,
+                        jl,
+                        "impulse",
+                        (0, 0.005, 0.01)[pl],
+                        (0, 5, 10)[gl],
+                        (100, 70, 40)[jl],
+                        0,
+                        "0" * 64,
+                    ]
+                )
     with open(root / "manifest.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(MANIFEST_HEADER)

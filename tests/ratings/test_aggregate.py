@@ -54,8 +54,8 @@ def test_mos_ci_and_bt500_match_sureal(shared_data, name):
 def test_bt500_rejects_the_documented_raters(shared_data):
     m1, _, _ = load(shared_data, NFLX[0])
     m2, _, _ = load(shared_data, NFLX[1])
-    rej1 = [r for r, x in zip(m1.raters, bt500_screening(m1.scores).rejected) if x]
-    rej2 = [r for r, x in zip(m2.raters, bt500_screening(m2.scores).rejected) if x]
+    rej1 = [r for r, x in zip(m1.raters, bt500_screening(m1.scores).rejected, strict=True) if x]
+    rej2 = [r for r, x in zip(m2.raters, bt500_screening(m2.scores).rejected, strict=True) if x]
     assert rej1 == ["rater03"]
     assert rej2 == ["rater27", "rater29", "rater30"]
 
@@ -145,8 +145,12 @@ def test_score_matrix_rejects_duplicates_and_keeps_missing_as_nan():
 
 
 def test_aggregation_of_2700_images_by_5_raters_with_mle_is_fast():
-    from petctiqa.ratings.simulate import ObserverModel, draw_raters, simulate_scores
-    from petctiqa.ratings.simulate import PUBLISHED_CELL_MOS
+    from petctiqa.ratings.simulate import (
+        PUBLISHED_CELL_MOS,
+        ObserverModel,
+        draw_raters,
+        simulate_scores,
+    )
 
     cells = sorted(PUBLISHED_CELL_MOS)
     keys = [f"P{p}_s{k}_{c}" for p in range(20) for k in range(5) for c in cells]
@@ -163,3 +167,35 @@ def test_aggregation_of_2700_images_by_5_raters_with_mle_is_fast():
     assert matrix.shape == (2700, 5)
     assert result.mle is not None and result.mle.converged
     assert elapsed < 5.0, elapsed
+
+
+def test_screening_and_zscore_options(shared_data):
+    matrix, ref, _ = load(shared_data, NFLX[1])
+    screened = aggregate(matrix, screening=True, mle=False)
+    np.testing.assert_allclose(screened.stats.mos, ref.bt500_mos, atol=1e-6)
+    assert (screened.stats.n == 27).all()
+    z = aggregate(matrix, zscore=True, mle=False)
+    # z-scoring removes rater offsets: the result is a linear map of the z-score MOS, keeps
+    # the grand mean, and ranks the stimuli almost like the MOS
+    assert np.nanmean(z.stats.mos) == pytest.approx(np.nanmean(matrix.scores), abs=1e-9)
+    assert stats.spearmanr(z.stats.mos, ref.mos).statistic > 0.98
+
+
+def test_bt500_can_skip_unanimous_stimuli_for_small_panels():
+    rng = np.random.default_rng(0)
+    # 5 raters, 40 images: 20 unanimous, 20 with spread; rater 4 is erratic on both sides.
+    # (With 5 raters no score can lie more than 2 population stds from the mean, so BT.500
+    # finds almost nothing on small panels; skipping ties at least stops false alarms.)
+    base = np.repeat(rng.integers(0, 5, (40, 1)), 5, axis=1).astype(float)
+    base[20:, :4] += rng.integers(-1, 2, (20, 4))
+    base[20:, 4] = np.where(np.arange(20) % 2, 4.0, 0.0)
+    scores = np.clip(base, 0, 4)
+    sureal = bt500_screening(scores)
+    assert sureal.unanimous_stimuli == int((scores.std(axis=1) == 0).sum()) >= 20
+    assert (sureal.p >= 20).all() and sureal.all_rejected_reset  # every rater an "outlier"
+    skip = bt500_screening(scores, skip_unanimous=True)
+    varied = bt500_screening(scores[scores.std(axis=1) > 0])
+    assert varied.unanimous_stimuli == 0
+    assert np.array_equal(skip.p, varied.p) and np.array_equal(skip.q, varied.q)
+    np.testing.assert_allclose(skip.ratio_outliers, (varied.p + varied.q) / 40)
+    assert not skip.all_rejected_reset

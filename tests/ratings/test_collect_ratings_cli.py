@@ -36,13 +36,25 @@ def test_aggregate_reproduces_sureal_on_nflx(shared_data, tmp_path):
     src = shared_data / "ratings" / "NFLX_dataset_public_raw_last4outliers.csv"
     out = tmp_path / "agg"
     result = run(
-        "aggregate", src, "--out", out, "--scale-min", 1, "--scale-max", 5, "--ci", "normal",
-        "--content-pattern", "^([^_]+)_",
+        "aggregate",
+        src,
+        "--out",
+        out,
+        "--scale-min",
+        1,
+        "--scale-max",
+        5,
+        "--ci",
+        "normal",
+        "--content-pattern",
+        "^([^_]+)_",
     )
     assert result.exit_code == 0, result.output
     assert "BT.500 rejects: rater27, rater29, rater30" in result.output
     mine = pd.read_csv(out / "stimulus_mos.csv")
-    ref = pd.read_csv(shared_data / "ratings" / "NFLX_dataset_public_raw_last4outliers.sureal_reference.csv")
+    ref = pd.read_csv(
+        shared_data / "ratings" / "NFLX_dataset_public_raw_last4outliers.sureal_reference.csv"
+    )
     assert list(mine.stimulus) == list(ref.stimulus)
     assert (mine.mos - ref.mos).abs().max() < 1e-6
     assert (mine.ci95_halfwidth - ref.mos_ci95_halfwidth).abs().max() < 1e-6
@@ -88,3 +100,48 @@ def test_power_prints_3_to_10_raters():
 def test_serve_refuses_to_start_without_raters(tiny_dataset):
     result = run("serve", "--dataset", tiny_dataset)
     assert result.exit_code == 2 and "no raters" in result.output
+
+
+def test_serve_prints_private_links_and_answers_on_loopback(tiny_dataset):
+    import json
+    import re
+    import urllib.request
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-u",
+            "-m",
+            "petctiqa_cli.main",
+            "collect-ratings",
+            "serve",
+            "--dataset",
+            str(tiny_dataset),
+            "--raters",
+            "amy,ben",
+            "--port",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines = []
+        while not any(line.startswith("admin") for line in lines):
+            line = proc.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        text = "".join(lines)
+        links = dict(re.findall(r"^\s+(\w+)\s+(http://127\.0\.0\.1:\d+/r/\S+)", text, re.M))
+        assert set(links) == {"amy", "ben"} and links["amy"] != links["ben"]
+        admin = re.search(r"admin \(shown once, keep it\): (\S+)", text).group(1)
+        api = links["amy"].replace("/r/", "/api/r/") + "/state"
+        state = json.loads(urllib.request.urlopen(api, timeout=10).read())
+        assert state["rater"] == "amy" and state["total"] == 108
+        prog = json.loads(urllib.request.urlopen(admin + "/progress.json", timeout=10).read())
+        assert [r["rater"] for r in prog["raters"]] == ["amy", "ben"]
+        assert "warning" not in text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -20,7 +20,7 @@ def test_shipped_likert_scale():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (('labels = [', 'labels = ["extra",'), "field 'scale.labels' must be a list of 5"),
+        (("labels = [", 'labels = ["extra",'), "field 'scale.labels' must be a list of 5"),
         (("max = 4", "max = 0"), "field 'scale.max' must be greater than min"),
         (("break_every = 100", "break_every = -1"), "field 'session.break_every' must be >= 0"),
         (("training = true", "training = 1"), "field 'session.training' must be true or false"),

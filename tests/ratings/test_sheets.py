@@ -76,8 +76,21 @@ def test_export_writes_the_mos_csv_contract_and_labels_simulation(tiny_dataset):
     text = (tiny_dataset / "mos.csv").read_text()
     assert text.startswith(SIMULATED_BANNER + "\n")
     mos = pd.read_csv(tiny_dataset / "mos.csv", comment="#")
-    for column in ("image", "mos", "std", "n", "ci95_low", "ci95_high", "patient_id", "slice_id",
-                   "poisson_level", "gaussian_level", "jpeg_level", "split", "simulated"):
+    for column in (
+        "image",
+        "mos",
+        "std",
+        "n",
+        "ci95_low",
+        "ci95_high",
+        "patient_id",
+        "slice_id",
+        "poisson_level",
+        "gaussian_level",
+        "jpeg_level",
+        "split",
+        "simulated",
+    ):
         assert column in mos.columns
     manifest = pd.read_csv(tiny_dataset / "manifest.csv")
     assert list(mos.image) == list(manifest.image)
@@ -87,10 +100,14 @@ def test_export_writes_the_mos_csv_contract_and_labels_simulation(tiny_dataset):
     assert len(raw) == 540 and raw.simulated.all()
     first = raw[raw.image == mos.image[0]].score
     assert mos.mos[0] == first.mean()
-    assert np.isclose(mos.ci95_high[0] - mos.mos[0], 2.776445 * first.std(ddof=1) / np.sqrt(5), atol=1e-5)
+    assert np.isclose(
+        mos.ci95_high[0] - mos.mos[0], 2.776445 * first.std(ddof=1) / np.sqrt(5), atol=1e-5
+    )
     report = pd.read_csv(tiny_dataset / "rater_report.csv", comment="#")
     assert list(report.rater) == [f"sim{i:02d}" for i in range(1, 6)]
-    assert {"bt500_rejected", "bt500_reason", "mle_bias", "mle_inconsistency"} <= set(report.columns)
+    assert {"bt500_rejected", "bt500_reason", "mle_bias", "mle_inconsistency"} <= set(
+        report.columns
+    )
     assert (tiny_dataset / "agreement.json").read_text().count('"simulated": true') == 1
 
 

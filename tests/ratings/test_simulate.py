@@ -56,7 +56,7 @@ def test_power_table_widths_shrink_with_more_raters():
     rows = power_table(range(3, 11), seed=0, images_per_cell=10, panels=8)
     widths = [r.expected_ci_width_t for r in rows]
     assert [r.raters for r in rows] == list(range(3, 11))
-    assert all(a > b for a, b in zip(widths, widths[1:]))
+    assert all(a > b for a, b in zip(widths[:-1], widths[1:], strict=True))
     five = rows[2]
     assert five.expected_ci_width_t == pytest.approx(five.analytic_ci_width_t, rel=0.15)
     assert five.expected_ci_width_t / five.expected_ci_width_normal == pytest.approx(

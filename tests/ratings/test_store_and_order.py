@@ -42,7 +42,9 @@ def test_ratings_are_committed_at_once_and_survive_a_restart(tiny_dataset):
     # another connection (a restarted server) sees it immediately
     conn = sqlite3.connect(tiny_dataset / "ratings.sqlite")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    row = conn.execute("SELECT rater, image, score, position, source, simulated FROM ratings").fetchone()
+    row = conn.execute(
+        "SELECT rater, image, score, position, source, simulated FROM ratings"
+    ).fetchone()
     assert row == ("alice", image, 3, 0, "web", 0)
     conn.close()
     store.close()

@@ -49,7 +49,10 @@ def test_a_token_reaches_only_its_own_session(app_env):
     assert a["rater"] == "alice" and b["rater"] == "bob"
     assert a["current"]["image"] != b["current"]["image"] or a["current"]["position"] == 0
     # bob cannot rate alice's image at alice's position with his token: it is not his current one
-    r = client.post(f"/api/r/{bob.token}/rating", json={**{k: a["current"][k] for k in ("image", "position")}, "score": 1})
+    r = client.post(
+        f"/api/r/{bob.token}/rating",
+        json={**{k: a["current"][k] for k in ("image", "position")}, "score": 1},
+    )
     assert r.status_code in (201, 409)
     assert study.store.progress("alice").done == 0
     assert client.get("/api/r/not-a-token/state").status_code == 404
