@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -151,9 +152,7 @@ def write_series(
 @pytest.fixture
 def dicom_writers():
     """The module's writer functions, for tests."""
-    import sys
-
-    return sys.modules[__name__]
+    return _THIS_MODULE
 
 
 @pytest.fixture(scope="session")
@@ -165,3 +164,8 @@ def sts001(shared_data):
 
 
 __all__ = ["pydicom"]
+
+
+# Captured while this module executes: every tests/*/conftest.py is imported under the same name
+# "conftest", so sys.modules["conftest"] later points at whichever conftest pytest loaded last.
+_THIS_MODULE = sys.modules[__name__]
