@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 import time
@@ -461,7 +462,11 @@ def _init_worker() -> None:
 def _executor(jobs: int) -> Executor:
     if jobs == 1:
         return InlineExecutor()
-    return ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker)
+    # "spawn", not fork: a forked child inherits OpenCV's (and OpenMP's) thread-pool locks in
+    # whatever state the parent's threads left them, and cv2.setNumThreads then deadlocks.
+    return ProcessPoolExecutor(
+        max_workers=jobs, initializer=_init_worker, mp_context=multiprocessing.get_context("spawn")
+    )
 
 
 # ----------------------------------------------------------------------------- source
