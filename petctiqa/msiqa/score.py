@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from petctiqa.atomic import atomic_write_text
-from petctiqa.errors import DatasetError, ModelError
+from petctiqa.errors import DatasetError
 from petctiqa.msiqa.data import IMAGE_SUFFIXES, load_input, rgb_to_array
 
 
@@ -65,15 +65,13 @@ def expand_inputs(inputs: Sequence[Path]) -> list[Path]:
 
 def render_dicom_study(folder: Path, slice_stride: int = 1) -> Iterator[RenderedInput]:
     """Render every ``slice_stride``-th CT slice inside each PET/CT pair's overlap."""
-    try:
-        from petctiqa.dicom.index import index_dicom_tree
-        from petctiqa.dicom.pairing import find_pet_ct_pairs
-        from petctiqa.dicom.suv import load_pet_suv
-        from petctiqa.dicom.volume import load_volume
-        from petctiqa.protocol import load_dataset_protocol
-        from petctiqa.render import render_slice
-    except ImportError as exc:
-        raise ModelError(f"{folder}: DICOM scoring needs petctiqa.render/dicom ({exc})") from None
+    from petctiqa.dicom.index import index_dicom_tree
+    from petctiqa.dicom.pairing import find_pet_ct_pairs
+    from petctiqa.dicom.suv import load_pet_suv
+    from petctiqa.dicom.volume import load_volume
+    from petctiqa.protocol import load_dataset_protocol
+    from petctiqa.render import render_slice
+
     pairs = find_pet_ct_pairs(index_dicom_tree(folder))
     if not pairs:
         raise DatasetError(f"{folder}: no images and no PET/CT pair found")
