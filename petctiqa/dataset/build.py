@@ -26,7 +26,14 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,6 +67,16 @@ PHANTOM_DIR = "phantom-dicom"
 DATASET_JSON = "dataset.json"
 IMAGE_SUFFIX = {"jpeg": ".jpg", "png": ".png"}
 DATASET_FORMAT_VERSION = 1
+WRITER_THREADS = 4
+"""Threads per worker that write finished files (their time is spent waiting in fsync)."""
+REFERENCE_PNG_PARAMS = [
+    cv2.IMWRITE_PNG_COMPRESSION,
+    1,
+    cv2.IMWRITE_PNG_FILTER,
+    cv2.IMWRITE_PNG_FILTER_SUB,
+]
+"""Reference PNGs: zlib level 1 with the Sub row filter, ~2.5x faster than level 3 with
+adaptive filtering for ~8 % larger files (lossless either way)."""
 
 Log = Callable[[str], None]
 
@@ -160,7 +177,7 @@ def file_sha256(path: Path) -> str | None:
 def encode_png(rgb: np.ndarray) -> bytes:
     """Lossless PNG of a uint8 (H, W, 3) RGB image (fixed settings, so identical input -> bytes)."""
     bgr = cv2.cvtColor(np.ascontiguousarray(rgb, dtype=np.uint8), cv2.COLOR_RGB2BGR)
-    ok, png = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    ok, png = cv2.imencode(".png", bgr, REFERENCE_PNG_PARAMS)
     if not ok:  # pragma: no cover
         raise RuntimeError("PNG encoding failed")
     return png.tobytes()
@@ -296,34 +313,48 @@ def distort_slice(task: SliceTask) -> SliceOutcome:
     hashes: list[tuple[str, str]] = []
     tiles: list[SheetTile] = []
     written = 0
-    for spec in task.specs:
-        image_id = f"{plan.slice_id}_{spec.code}"
-        path = task.out_dir / image_rel_path(image_id, task.image_format)
-        on_disk = path.read_bytes() if path.is_file() else None
-        verified = on_disk is not None and sha256_hex(on_disk) == expected.get(image_id)
-        data = on_disk if verified else None
-        if data is None:
-            # no record of this image (e.g. interrupted before the slice state was written) or
-            # it is missing/damaged: recompute it, and rewrite only when the bytes differ
-            data = distort_image(
-                reference, spec, rng_for(task.seed, image_id), task.image_format, task.subsampling
+    # Files are written (temporary file, fsync, rename) by a few threads while this one goes on
+    # computing: fsync waits for the disk, not the CPU. All writes finish before the state file.
+    with ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="petctiqa-write") as writer:
+        writes: list[Future] = []
+        for spec in task.specs:
+            image_id = f"{plan.slice_id}_{spec.code}"
+            path = task.out_dir / image_rel_path(image_id, task.image_format)
+            on_disk = path.read_bytes() if path.is_file() else None
+            verified = on_disk is not None and sha256_hex(on_disk) == expected.get(image_id)
+            data = on_disk if verified else None
+            if data is None:
+                # no record of this image (e.g. interrupted before the slice state was written)
+                # or it is missing/damaged: recompute it, rewrite only when the bytes differ
+                data = distort_image(
+                    reference,
+                    spec,
+                    rng_for(task.seed, image_id),
+                    task.image_format,
+                    task.subsampling,
+                )
+                if data != on_disk:
+                    writes.append(writer.submit(atomic_write_bytes, path, data))
+                    written += 1
+            hashes.append((image_id, sha256_hex(data)))
+            tiles.append(
+                SheetTile(
+                    spec.poisson_level,
+                    spec.gaussian_level,
+                    spec.jpeg_level,
+                    spec.jpeg_quality,
+                    data,
+                )
             )
-            if data != on_disk:
-                atomic_write_bytes(path, data)
-                written += 1
-        hashes.append((image_id, sha256_hex(data)))
-        tiles.append(
-            SheetTile(
-                spec.poisson_level, spec.gaussian_level, spec.jpeg_level, spec.jpeg_quality, data
-            )
-        )
-    sheet_path = task.out_dir / "sheets" / f"{plan.slice_id}.png"
-    sheet_sha = task.sheet_sha256
-    if written or sheet_sha is None or file_sha256(sheet_path) != sheet_sha:
-        title = f"{plan.slice_id}   slice {plan.slice_number}   {plan.position_mm:.1f} mm"
-        sheet = contact_sheet_png(title, tiles)
-        atomic_write_bytes(sheet_path, sheet)
-        sheet_sha = sha256_hex(sheet)
+        sheet_path = task.out_dir / "sheets" / f"{plan.slice_id}.png"
+        sheet_sha = task.sheet_sha256
+        if written or sheet_sha is None or file_sha256(sheet_path) != sheet_sha:
+            title = f"{plan.slice_id}   slice {plan.slice_number}   {plan.position_mm:.1f} mm"
+            sheet = contact_sheet_png(title, tiles)
+            writes.append(writer.submit(atomic_write_bytes, sheet_path, sheet))
+            sheet_sha = sha256_hex(sheet)
+        for write in writes:
+            write.result()  # re-raises a failed write
     _write_json(
         _slice_state_path(task.out_dir, plan.slice_id),
         {
@@ -503,14 +534,17 @@ DAMAGE_REASONS = ("truncated", "unreadable")
 """Index skip reasons that mean a damaged file (not merely a non-image or non-DICOM file)."""
 
 
-def _find_pairs(src: Path, progress: bool, log: Log) -> tuple[list[PetCtPair], list[SkippedFile]]:
-    """All PET/CT pairs under ``src`` and the damaged files the index skipped."""
+def _find_pairs(
+    src: Path, progress: bool, log: Log, executor: Executor | None = None
+) -> tuple[list[PetCtPair], list[SkippedFile]]:
+    """All PET/CT pairs under ``src`` and the damaged files the index skipped (headers are
+    parsed in ``executor`` when given)."""
     from petctiqa.dicom.index import index_dicom_tree
     from petctiqa.dicom.pairing import find_pet_ct_pairs, unpaired_pet_series
 
     if not src.is_dir():
         raise DatasetError(f"{src}: source folder not found")
-    index = index_dicom_tree(src, progress=progress)
+    index = index_dicom_tree(src, progress=progress, executor=executor)
     if index.skipped:
         first = index.skipped[0]
         log(f"skipped {len(index.skipped)} files in {src} (e.g. {first.path}: {first.reason})")
@@ -597,6 +631,27 @@ def _progress_bar(total: int, enabled: bool):
     return tqdm(total=total, unit="img", desc="build-dataset", disable=not enabled, leave=True)
 
 
+def _candidate_order(
+    src: Path,
+    pairs: list[PetCtPair],
+    damaged: list[SkippedFile],
+    options: BuildOptions,
+    n_patients: int,
+) -> tuple[dict[str, PetCtPair], list[str]]:
+    """Each patient's best pair and the order patients are tried in; refuses too few patients
+    and a damaged file beside the series of one of the first ``n_patients``."""
+    best = best_pair_per_patient(pairs)
+    if len(best) < n_patients:
+        raise DatasetError(
+            f"{src}: {len(best)} patients have a PET/CT pair, {n_patients} requested "
+            f"(use --patients {len(best)})"
+        )
+    order = order_candidates(list(best), options.seed, options.patient_list)
+    for pid in order[:n_patients]:
+        check_series_intact(best[pid], damaged)
+    return best, order
+
+
 def build_dataset(options: BuildOptions, log: Log | None = None) -> BuildSummary:
     """Build (or resume, or verify) the dataset described by ``options``.
 
@@ -635,21 +690,19 @@ def build_dataset(options: BuildOptions, log: Log | None = None) -> BuildSummary
     else:
         src = Path(options.src)  # type: ignore[arg-type]
     phantom_seconds = time.perf_counter() - started
-    pairs, damaged = _find_pairs(src, options.progress, log)
-    index_seconds = time.perf_counter() - started - phantom_seconds
-    best = best_pair_per_patient(pairs)
-    if len(best) < n_patients:
-        raise DatasetError(
-            f"{src}: {len(best)} patients have a PET/CT pair, {n_patients} requested "
-            f"(use --patients {len(best)})"
-        )
-    order = order_candidates(list(best), options.seed, options.patient_list)
-    for pid in order[:n_patients]:
-        check_series_intact(best[pid], damaged)
+    # one pool for the whole build: it parses the DICOM headers first, then runs the tasks
+    executor = _executor(jobs)
+    try:
+        pairs, damaged = _find_pairs(src, options.progress, log, None if jobs == 1 else executor)
+        index_seconds = time.perf_counter() - started - phantom_seconds
+        best, order = _candidate_order(src, pairs, damaged, options, n_patients)
+        check_settings(out_dir, settings)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(out_dir / STATE_DIR / "build.json", settings)
+    except BaseException:
+        executor.shutdown(wait=True, cancel_futures=True)
+        raise
     candidates = iter(order)
-    check_settings(out_dir, settings)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(out_dir / STATE_DIR / "build.json", settings)
 
     sel = protocol.selection
     total = n_patients * k * len(specs)
@@ -660,7 +713,6 @@ def build_dataset(options: BuildOptions, log: Log | None = None) -> BuildSummary
     running: dict[Future, tuple[str, str]] = {}
     patients_in_flight = 0
     bar = _progress_bar(total, options.progress)
-    executor = _executor(jobs)
 
     def submit_slices(plan: PatientPlan) -> None:
         for item in plan.slices:

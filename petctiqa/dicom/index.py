@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,10 +78,37 @@ INDEX_TAGS = [
 
 
 @dataclass(frozen=True)
-class _Instance:
+class SeriesFacts:
+    """The series-level tags of one instance (the first file of a series supplies its series's)."""
+
+    patient_id: str
+    study_uid: str
+    frame_of_reference_uid: str
+    modality: str
+    series_description: str
+    study_description: str
+    series_number: int | None
+    slice_thickness: float | None
+    units: str
+    study_date: str
+
+
+@dataclass(frozen=True)
+class IndexedFile:
+    """What indexing learnt from one file's header (small and picklable, for worker processes).
+
+    ``reason`` is why the file is not used (None: a usable image slice, unless a file earlier in
+    the walk has the same SOPInstanceUID, which only the caller can tell).
+    """
+
     path: Path
-    header: Dataset
-    geometry: SliceGeometry
+    reason: str | None
+    sop_uid: str = ""
+    series_uid: str = ""
+    facts: SeriesFacts | None = None
+    geometry: SliceGeometry | None = None
+    geometry_problem: str | None = None
+    """Why the geometry tags are unusable (reported unless the file is a duplicate)."""
 
 
 def list_files(root: Path) -> list[Path]:
@@ -166,47 +195,132 @@ def truncation_reason(header: Dataset, file_size: int) -> str | None:
     return None
 
 
-def index_dicom_tree(root: Path, progress: bool = False) -> DicomIndex:
+def series_facts(header: Dataset) -> SeriesFacts:
+    """The series-level tags of a usable image header (see :func:`classify_header`)."""
+    modality = str(header.Modality).upper()
+    try:
+        series_number = (
+            int(header.SeriesNumber) if header.get("SeriesNumber") not in (None, "") else None
+        )
+    except (TypeError, ValueError):
+        series_number = None
+    try:
+        thickness = float(header.SliceThickness) if header.get("SliceThickness") else None
+    except (TypeError, ValueError):
+        thickness = None
+    return SeriesFacts(
+        patient_id=str(header.get("PatientID", "") or ""),
+        study_uid=str(header.StudyInstanceUID),
+        frame_of_reference_uid=str(header.get("FrameOfReferenceUID", "") or ""),
+        modality=modality,
+        series_description=str(header.get("SeriesDescription", "") or "").strip(),
+        study_description=str(header.get("StudyDescription", "") or "").strip(),
+        series_number=series_number,
+        slice_thickness=thickness,
+        units="HU" if modality == "CT" else str(header.get("Units", "") or "").upper(),
+        study_date=str(header.get("StudyDate", "") or ""),
+    )
+
+
+def index_file(path: Path) -> IndexedFile:
+    """Read and classify one file's header (pure: the same file always gives the same result)."""
+    header = read_index_header(path)
+    if isinstance(header, str):
+        return IndexedFile(path, header)
+    reason = classify_header(header)
+    if reason is None:
+        reason = truncation_reason(header, path.stat().st_size)
+    if reason is not None:
+        return IndexedFile(path, reason)
+    geometry: SliceGeometry | None = None
+    problem = None
+    try:
+        geometry = slice_geometry_from_header(header, str(path))
+    except DicomError:
+        problem = f"{header.Modality} image with invalid geometry tags"
+    return IndexedFile(
+        path,
+        None,
+        sop_uid=str(header.SOPInstanceUID),
+        series_uid=str(header.SeriesInstanceUID),
+        facts=series_facts(header),
+        geometry=geometry,
+        geometry_problem=problem,
+    )
+
+
+def index_files(paths: Sequence[Path]) -> list[IndexedFile]:
+    """:func:`index_file` for each path, in order (one task for a worker process)."""
+    return [index_file(path) for path in paths]
+
+
+INDEX_CHUNK_FILES = 64
+"""Files per worker task when indexing in parallel (amortises the inter-process round trip)."""
+
+
+def _index_files(
+    files: list[Path], progress: bool, jobs: int, executor: Executor | None
+) -> Iterator[IndexedFile]:
+    """:func:`index_file` of every file, in the order of ``files``, serially or in a pool."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(files), desc="index DICOM", unit="file", leave=False, disable=not progress)
+    own_pool = None
+    if executor is None and jobs > 1 and len(files) > INDEX_CHUNK_FILES:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, never fork: a forked child can inherit locked OpenCV/OpenMP thread pools
+        own_pool = ProcessPoolExecutor(
+            max_workers=jobs, mp_context=multiprocessing.get_context("spawn")
+        )
+        executor = own_pool
+    try:
+        if executor is None:
+            for path in files:
+                yield index_file(path)
+                bar.update(1)
+            return
+        chunks = [files[i : i + INDEX_CHUNK_FILES] for i in range(0, len(files), INDEX_CHUNK_FILES)]
+        for chunk in executor.map(index_files, chunks):
+            yield from chunk
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        if own_pool is not None:
+            own_pool.shutdown(wait=True, cancel_futures=True)
+
+
+def index_dicom_tree(
+    root: Path, progress: bool = False, jobs: int = 1, executor: Executor | None = None
+) -> DicomIndex:
     """Index every image series under ``root`` from headers; report every file not used.
 
     Series are sorted by (patient_id, study_uid, series_number, series_uid); files within a
     series by path. Raises DicomError when ``root`` is not a folder.
+
+    Headers are parsed in ``executor`` when one is given (any process pool; the result does not
+    depend on it), else in a "spawn" process pool of ``jobs`` workers when ``jobs`` > 1, else in
+    this process.
     """
     root = Path(root)
     if not root.is_dir():
         raise DicomError(f"{root}: not a folder")
     files = list_files(root)
-    iterator = files
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(files, desc="index DICOM", unit="file", leave=False)
-
-    by_series: dict[str, list[_Instance]] = defaultdict(list)
+    by_series: dict[str, list[IndexedFile]] = defaultdict(list)
     seen_sop: dict[str, Path] = {}
     skipped: list[SkippedFile] = []
-    for path in iterator:
-        result = read_index_header(path)
-        if isinstance(result, str):
-            skipped.append(SkippedFile(path, result))
-            continue
-        reason = classify_header(result)
+    for item in _index_files(files, progress, jobs, executor):
+        reason = item.reason
+        if reason is None and item.sop_uid in seen_sop:
+            reason = f"duplicate SOPInstanceUID (same instance as {seen_sop[item.sop_uid]})"
         if reason is None:
-            reason = truncation_reason(result, path.stat().st_size)
-        if reason is None:
-            sop = str(result.SOPInstanceUID)
-            if sop in seen_sop:
-                reason = f"duplicate SOPInstanceUID (same instance as {seen_sop[sop]})"
-        if reason is None:
-            try:
-                geometry = slice_geometry_from_header(result, str(path))
-            except DicomError:
-                reason = f"{result.Modality} image with invalid geometry tags"
+            reason = item.geometry_problem
         if reason is not None:
-            skipped.append(SkippedFile(path, reason))
+            skipped.append(SkippedFile(item.path, reason))
             continue
-        seen_sop[str(result.SOPInstanceUID)] = path
-        by_series[str(result.SeriesInstanceUID)].append(_Instance(path, result, geometry))
+        seen_sop[item.sop_uid] = item.path
+        by_series[item.series_uid].append(item)
 
     series = [_series_info(uid, instances) for uid, instances in by_series.items()]
     series.sort(
@@ -220,37 +334,26 @@ def index_dicom_tree(root: Path, progress: bool = False) -> DicomIndex:
     return DicomIndex(series=tuple(series), skipped=tuple(skipped))
 
 
-def _series_info(series_uid: str, instances: list[_Instance]) -> SeriesInfo:
+def _series_info(series_uid: str, instances: list[IndexedFile]) -> SeriesInfo:
     instances = sorted(instances, key=lambda inst: str(inst.path))
-    first = instances[0].header
-    modality = str(first.Modality).upper()
-    units = "HU" if modality == "CT" else str(first.get("Units", "") or "").upper()
-    try:
-        series_number = (
-            int(first.SeriesNumber) if first.get("SeriesNumber") not in (None, "") else None
-        )
-    except (TypeError, ValueError):
-        series_number = None
-    try:
-        thickness = float(first.SliceThickness) if first.get("SliceThickness") else None
-    except (TypeError, ValueError):
-        thickness = None
+    first = instances[0].facts
     geometry = instances[0].geometry
+    assert first is not None and geometry is not None  # usable files always carry both
     return SeriesInfo(
-        patient_id=str(first.get("PatientID", "") or ""),
-        study_uid=str(first.StudyInstanceUID),
+        patient_id=first.patient_id,
+        study_uid=first.study_uid,
         series_uid=series_uid,
-        frame_of_reference_uid=str(first.get("FrameOfReferenceUID", "") or ""),
-        modality=modality,
-        series_description=str(first.get("SeriesDescription", "") or "").strip(),
-        study_description=str(first.get("StudyDescription", "") or "").strip(),
-        series_number=series_number,
+        frame_of_reference_uid=first.frame_of_reference_uid,
+        modality=first.modality,
+        series_description=first.series_description,
+        study_description=first.study_description,
+        series_number=first.series_number,
         rows=geometry.rows,
         columns=geometry.columns,
         pixel_spacing=geometry.pixel_spacing,
-        slice_thickness=thickness,
-        units=units,
+        slice_thickness=first.slice_thickness,
+        units=first.units,
         files=tuple(inst.path for inst in instances),
-        study_date=str(first.get("StudyDate", "") or ""),
-        slice_geometry=tuple(inst.geometry for inst in instances),
+        study_date=first.study_date,
+        slice_geometry=tuple(inst.geometry for inst in instances),  # type: ignore[misc]
     )

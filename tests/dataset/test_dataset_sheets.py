@@ -48,3 +48,23 @@ def test_sheet_is_a_labelled_3x9_grid_in_level_order():
     # the label strip under the first tile holds light text pixels
     strip = sheet[TITLE_PX + TILE_PX : TITLE_PX + TILE_PX + LABEL_PX, GAP_PX : GAP_PX + TILE_PX]
     assert (strip.max(axis=2) > 150).sum() > 20
+
+
+def test_stacked_thumbnails_equal_one_by_one_resizes():
+    import cv2
+
+    from petctiqa.dataset.sheets import thumbnails_bgr
+
+    rng = np.random.default_rng(7)
+    encoded = []
+    for quality in (95, 60, 20):
+        pixels = rng.integers(0, 256, (512, 512, 3), dtype=np.uint8)
+        ok, jpeg = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        assert ok
+        encoded.append(jpeg.tobytes())
+    stacked = thumbnails_bgr(encoded, TILE_PX)
+    for data, thumb in zip(encoded, stacked, strict=True):
+        half = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_COLOR_2)
+        alone = cv2.resize(half, (TILE_PX, TILE_PX), interpolation=cv2.INTER_AREA)
+        assert thumb.shape == (TILE_PX, TILE_PX, 3)
+        assert np.array_equal(thumb, alone)

@@ -117,3 +117,10 @@ def test_not_a_folder_is_an_error(tmp_path):
 
 def test_base_dataset_helper_is_a_dataset(dicom_writers):
     assert isinstance(dicom_writers.base_dataset("1.2", "CT", "1.3"), Dataset)
+
+
+def test_parallel_index_equals_serial_index(shared_data):
+    serial = index_dicom_tree(shared_data / "dicom")
+    parallel = index_dicom_tree(shared_data / "dicom", jobs=2)
+    assert parallel == serial
+    assert sum(s.n_slices for s in parallel.series) == 41 + 267 + 59 + 59 + 48 + 48

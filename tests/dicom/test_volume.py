@@ -114,3 +114,34 @@ def test_real_ct_in_hu(shared_data):
     assert volume.array.min() == -3024.0
     assert -1010 < float(np.median(volume.array[20, :40, 200:300])) < -990
     assert len(set(volume.sop_instance_uids)) == 41
+
+
+def test_native_pixels_equal_pydicom_decoder_on_real_slices(shared_data):
+    import pydicom
+
+    from petctiqa.dicom.volume import native_pixels
+
+    checked = 0
+    for series in index_dicom_tree(shared_data / "dicom").series:
+        for path in series.files[:3]:
+            ds = pydicom.dcmread(path)
+            fast = native_pixels(ds)
+            assert fast is not None, path  # all real files are native little-endian 16-bit
+            reference = ds.pixel_array
+            assert fast.dtype == reference.dtype and np.array_equal(fast, reference)
+            checked += 1
+    assert checked == 18
+
+
+def test_native_pixels_leaves_partial_bit_depths_to_pydicom(shared_data):
+    import pydicom
+
+    from petctiqa.dicom.volume import native_pixels
+
+    path = index_dicom_tree(shared_data / "dicom").series[0].files[0]
+    ds = pydicom.dcmread(path)
+    ds.BitsStored = 12
+    assert native_pixels(ds) is None
+    ds.BitsStored = ds.BitsAllocated
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.2"  # big endian: not native LE
+    assert native_pixels(ds) is None
