@@ -1,7 +1,9 @@
 """Atomic file writes: write to a temporary file in the same folder, fsync, then rename.
 
 A reader never sees a half-written file, and an interrupted or failed write leaves any earlier
-file at that path untouched."""
+file at that path untouched. ``durable=False`` skips the fsync: the rename is still atomic for
+a crash of the process, but after a power loss the file may be empty. Use it only for files whose
+content is verified by hash before it is trusted again (the dataset images)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ from typing import IO
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike[str], mode: str = "wb", **open_kwargs) -> Iterator[IO]:
+def atomic_writer(
+    path: str | os.PathLike[str], mode: str = "wb", durable: bool = True, **open_kwargs
+) -> Iterator[IO]:
     """Open a temporary file next to ``path``; on clean exit it replaces ``path`` atomically.
 
     On an exception the temporary file is removed and ``path`` is left as it was.
@@ -29,7 +33,8 @@ def atomic_writer(path: str | os.PathLike[str], mode: str = "wb", **open_kwargs)
         with os.fdopen(fd, mode, **open_kwargs) as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -37,9 +42,9 @@ def atomic_writer(path: str | os.PathLike[str], mode: str = "wb", **open_kwargs)
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
-    with atomic_writer(path, "wb") as handle:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically (``durable=False``: without fsync, see above)."""
+    with atomic_writer(path, "wb", durable=durable) as handle:
         handle.write(data)
 
 

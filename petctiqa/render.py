@@ -71,6 +71,19 @@ def resample_pet_to_ct_slice(pet: Volume, ct: Volume, ct_slice: int) -> np.ndarr
             f"PET series {pet.series.series_uid} (frame of reference {pet_for}) and CT series "
             f"{ct.series.series_uid} ({ct_for}) are not in the same frame of reference"
         )
+    if not 0 <= ct_slice < ct.shape[0]:
+        raise PetctiqaError(
+            f"CT slice index {ct_slice} out of range 0..{ct.shape[0] - 1} "
+            f"(series {ct.series.series_uid})"
+        )
+    ct_to_pet = np.linalg.inv(pet.affine) @ ct.affine
+    if _axis_aligned(ct_to_pet):
+        return _resample_axis_aligned(pet, ct, ct_slice, ct_to_pet)
+    return _resample_general(pet, ct, ct_slice)
+
+
+def _resample_general(pet: Volume, ct: Volume, ct_slice: int) -> np.ndarray:
+    """Trilinear resampling at arbitrary PET voxel coordinates (any relative orientation)."""
     coords = ct_slice_to_pet_voxels(pet, ct, ct_slice)
     shape = np.asarray(pet.shape, dtype=np.float64)[:, None, None]
     inside = np.all((coords >= -0.5) & (coords <= shape - 0.5), axis=0)
@@ -85,6 +98,57 @@ def resample_pet_to_ct_slice(pet: Volume, ct: Volume, ct_slice: int) -> np.ndarr
     points = coords[:, inside]
     points[0] -= first
     out[inside] = ndimage.map_coordinates(block, points, order=1, mode="nearest", output=np.float32)
+    return out
+
+
+_ALIGNED_TOLERANCE = 1e-9
+
+
+def _axis_aligned(ct_to_pet: np.ndarray) -> bool:
+    """True when a CT slice lies in one PET plane and its rows and columns run along PET rows
+    and columns: PET i depends on CT i only, PET j on CT j only, PET k on neither (the usual
+    case of axial PET and CT with the same orientation)."""
+    return bool(
+        np.all(np.abs(ct_to_pet[[0, 1, 2, 2], [1, 0, 0, 1]]) < _ALIGNED_TOLERANCE)
+        and abs(ct_to_pet[0, 0]) > _ALIGNED_TOLERANCE
+        and abs(ct_to_pet[1, 1]) > _ALIGNED_TOLERANCE
+    )
+
+
+def _linear_taps(
+    coord: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Lower and upper sample index, upper weight and inside mask for 1-D linear interpolation
+    at ``coord`` on ``n`` samples; edge values extend to the field edge (``[-0.5, n - 0.5]``)."""
+    inside = (coord >= -0.5) & (coord <= n - 0.5)
+    clamped = np.clip(coord, 0.0, n - 1.0)
+    lower = np.minimum(np.floor(clamped).astype(np.intp), n - 1)
+    upper = np.minimum(lower + 1, n - 1)
+    return lower, upper, clamped - lower, inside
+
+
+def _resample_axis_aligned(
+    pet: Volume, ct: Volume, ct_slice: int, ct_to_pet: np.ndarray
+) -> np.ndarray:
+    """The same trilinear values as :func:`_resample_general`, computed separably: blend the two
+    PET planes around the CT plane, then interpolate along rows, then along columns (a few
+    vector operations on the slice instead of eight taps per pixel)."""
+    _, rows, cols = ct.shape
+    n_k, n_j, n_i = pet.shape
+    k = np.array([ct_to_pet[2, 2] * ct_slice + ct_to_pet[2, 3]])
+    j = ct_to_pet[1, 1] * np.arange(rows) + ct_to_pet[1, 2] * ct_slice + ct_to_pet[1, 3]
+    i = ct_to_pet[0, 0] * np.arange(cols) + ct_to_pet[0, 2] * ct_slice + ct_to_pet[0, 3]
+    k0, k1, wk, k_inside = _linear_taps(k, n_k)
+    out = np.zeros((rows, cols), dtype=np.float32)
+    if not k_inside[0]:
+        return out
+    j0, j1, wj, j_inside = _linear_taps(j, n_j)
+    i0, i1, wi, i_inside = _linear_taps(i, n_i)
+    plane = (1.0 - wk[0]) * pet.array[k0[0]].astype(np.float64) + wk[0] * pet.array[k1[0]]
+    along_rows = (1.0 - wj)[:, None] * plane[j0] + wj[:, None] * plane[j1]  # (rows, n_i)
+    values = along_rows[:, i0] * (1.0 - wi) + along_rows[:, i1] * wi  # (rows, cols)
+    inside = j_inside[:, None] & i_inside[None, :]
+    out[inside] = values[inside]
     return out
 
 

@@ -1,12 +1,17 @@
 """Contact sheets: the 27 images of one slice in a labelled 3 x 9 grid, one PNG per slice.
 
 Row r is Poisson level r; column c is Gaussian level ``c // 3`` and JPEG level ``c % 3``, so the
-reference (P0 G0 Q100) is top left and the strongest distortion bottom right. Each tile is
-downscaled to ``tile`` pixels and labelled ``P<level> G<level> Q<quality>`` underneath.
+reference (P0 G0 Q100) is top left and the strongest distortion bottom right. Each tile is the
+image file itself, decoded and downscaled to ``tile`` pixels (128: a 512x512 JPEG is decoded
+straight at quarter scale by libjpeg's DCT scaling, the cheapest faithful thumbnail), and
+labelled ``P<level> G<level> Q<quality>`` underneath. The grid, labels and background depend
+only on the tiles' levels, so that part is drawn once per process and reused.
 """
 
 from __future__ import annotations
 
+import functools
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 GRID_ROWS = 3
 GRID_COLUMNS = 9
-TILE_PX = 170
+TILE_PX = 128
 LABEL_PX = 16
 TITLE_PX = 22
 GAP_PX = 4
@@ -55,12 +60,43 @@ class SheetTile:
         return self.poisson_level, 3 * self.gaussian_level + self.jpeg_level
 
 
+def jpeg_size(encoded: bytes) -> tuple[int, int] | None:
+    """(rows, cols) from a JPEG's start-of-frame marker, or None if it is not a readable JPEG."""
+    if encoded[:2] != b"\xff\xd8":
+        return None
+    at = 2
+    while at + 9 <= len(encoded):
+        if encoded[at] != 0xFF:
+            return None
+        marker = encoded[at + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            at += 2
+            continue
+        (length,) = struct.unpack(">H", encoded[at + 2 : at + 4])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn
+            rows, cols = struct.unpack(">HH", encoded[at + 5 : at + 9])
+            return rows, cols
+        at += 2 + length
+    return None
+
+
+_REDUCED_FLAGS = (
+    (8, cv2.IMREAD_REDUCED_COLOR_8),
+    (4, cv2.IMREAD_REDUCED_COLOR_4),
+    (2, cv2.IMREAD_REDUCED_COLOR_2),
+)
+
+
 def _decode_for_thumbnail(encoded: bytes, tile: int) -> np.ndarray:
-    """BGR pixels of an encoded JPEG or PNG; JPEGs at half scale when ``tile`` allows it (the
-    decoder's DCT scaling, several times faster than a full decode)."""
+    """BGR pixels of an encoded JPEG or PNG. A JPEG is decoded at the smallest DCT scale (1/8,
+    1/4 or 1/2) that still covers ``tile`` pixels: several times faster than a full decode."""
     flag = cv2.IMREAD_COLOR
-    if encoded[:3] == b"\xff\xd8\xff" and tile <= 256:
-        flag = cv2.IMREAD_REDUCED_COLOR_2
+    size = jpeg_size(encoded)
+    if size is not None:
+        for factor, reduced in _REDUCED_FLAGS:
+            if min(size) // factor >= tile:
+                flag = reduced
+                break
     bgr = cv2.imdecode(np.frombuffer(encoded, np.uint8), flag)
     if bgr is None:
         raise ValueError("cannot decode image for the contact sheet")
@@ -75,6 +111,8 @@ def thumbnails_bgr(encoded: Sequence[bytes], tile: int) -> list[np.ndarray]:
     identical to resizing each one alone (and faster).
     """
     decoded = [_decode_for_thumbnail(data, tile) for data in encoded]
+    if all(image.shape[:2] == (tile, tile) for image in decoded):
+        return decoded
     if decoded and len({image.shape for image in decoded}) == 1:
         stacked = cv2.resize(
             np.concatenate(decoded, axis=0),
@@ -90,32 +128,49 @@ def thumbnail_rgb(encoded: bytes, tile: int) -> np.ndarray:
     return cv2.cvtColor(thumbnails_bgr([encoded], tile)[0], cv2.COLOR_BGR2RGB)
 
 
+def _tile_origin(cell: tuple[int, int], tile: int) -> tuple[int, int]:
+    """(x, y) of a grid cell's top-left pixel."""
+    row, column = cell
+    return GAP_PX + column * (tile + GAP_PX), TITLE_PX + row * (tile + LABEL_PX + GAP_PX)
+
+
+@functools.lru_cache(maxsize=8)
+def _labelled_grid_bgr(cells: tuple[tuple[tuple[int, int], str], ...], tile: int) -> np.ndarray:
+    """The sheet without title and thumbnails: background and the label under every cell."""
+    width = GRID_COLUMNS * tile + (GRID_COLUMNS + 1) * GAP_PX
+    height = TITLE_PX + GRID_ROWS * (tile + LABEL_PX + GAP_PX) + GAP_PX
+    sheet = Image.new("RGB", (width, height), BACKGROUND[::-1])  # BGR order, see below
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=12)
+    for cell, label in cells:
+        x, y = _tile_origin(cell, tile)
+        draw.text((x + 2, y + tile + 1), label, fill=TEXT[::-1], font=font)
+    grid = np.asarray(sheet).copy()
+    grid.flags.writeable = False
+    return grid
+
+
+def _title_strip_bgr(title: str, width: int) -> np.ndarray:
+    strip = Image.new("RGB", (width, TITLE_PX), BACKGROUND[::-1])
+    ImageDraw.Draw(strip).text(
+        (GAP_PX, 4), title, fill=TEXT[::-1], font=ImageFont.load_default(size=12)
+    )
+    return np.asarray(strip)
+
+
 def contact_sheet_png(title: str, tiles: Sequence[SheetTile], tile: int = TILE_PX) -> bytes:
     """A PNG contact sheet of ``tiles`` (27 for a full slice) under a one-line ``title``.
 
     The sheet is assembled in OpenCV's BGR channel order (the colours are given reversed to
     PIL's text drawing), so it goes to the PNG encoder without a colour conversion.
     """
-    font = ImageFont.load_default(size=12)
-    width = GRID_COLUMNS * tile + (GRID_COLUMNS + 1) * GAP_PX
-    height = TITLE_PX + GRID_ROWS * (tile + LABEL_PX + GAP_PX) + GAP_PX
-    bgr = np.empty((height, width, 3), np.uint8)
-    bgr[:] = BACKGROUND[::-1]
+    grid = _labelled_grid_bgr(tuple((item.cell, item.label) for item in tiles), tile)
+    bgr = grid.copy()
+    bgr[:TITLE_PX] = _title_strip_bgr(title, bgr.shape[1])
     for item, thumb in zip(tiles, thumbnails_bgr([t.encoded for t in tiles], tile), strict=True):
-        row, column = item.cell
-        x = GAP_PX + column * (tile + GAP_PX)
-        y = TITLE_PX + row * (tile + LABEL_PX + GAP_PX)
+        x, y = _tile_origin(item.cell, tile)
         bgr[y : y + tile, x : x + tile] = thumb
-    sheet = Image.fromarray(bgr)  # channels in BGR order; only text is drawn on it
-    draw = ImageDraw.Draw(sheet)
-    text = TEXT[::-1]
-    draw.text((GAP_PX, 4), title, fill=text, font=font)
-    for item in tiles:
-        row, column = item.cell
-        x = GAP_PX + column * (tile + GAP_PX)
-        y = TITLE_PX + row * (tile + LABEL_PX + GAP_PX)
-        draw.text((x + 2, y + tile + 1), item.label, fill=text, font=font)
-    ok, png = cv2.imencode(".png", np.asarray(sheet), SHEET_PNG_PARAMS)
+    ok, png = cv2.imencode(".png", bgr, SHEET_PNG_PARAMS)
     if not ok:  # pragma: no cover
         raise RuntimeError("PNG encoding of the contact sheet failed")
     return png.tobytes()

@@ -101,7 +101,7 @@ def test_small_build_writes_everything_the_manifest_promises(small_dataset, smal
     assert len(list((small_dataset / "references").glob("*.png"))) == 4
     assert len(list((small_dataset / "sheets").glob("*.png"))) == 4
     sheet = Image.open(small_dataset / "sheets" / f"{records[0].slice_id}.png")
-    assert sheet.size == (1570, 596)
+    assert sheet.size == (1192, 470)  # 9 x 128 px tiles + gaps; 3 rows + labels + title
     meta = json.loads((small_dataset / "dataset.json").read_text())
     assert meta["counts"]["images"] == 108 and meta["counts"]["slices"] == 4
     assert meta["seed"] == 0 and meta["protocol"] == "pet-ct-iqa-ds"

@@ -62,9 +62,26 @@ def test_stacked_thumbnails_equal_one_by_one_resizes():
         ok, jpeg = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, quality])
         assert ok
         encoded.append(jpeg.tobytes())
-    stacked = thumbnails_bgr(encoded, TILE_PX)
+    tile = 100  # not a DCT scale of 512: quarter-scale (128 px) decode, then an area resize
+    stacked = thumbnails_bgr(encoded, tile)
     for data, thumb in zip(encoded, stacked, strict=True):
-        half = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_COLOR_2)
-        alone = cv2.resize(half, (TILE_PX, TILE_PX), interpolation=cv2.INTER_AREA)
-        assert thumb.shape == (TILE_PX, TILE_PX, 3)
+        quarter = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_COLOR_4)
+        alone = cv2.resize(quarter, (tile, tile), interpolation=cv2.INTER_AREA)
+        assert thumb.shape == (tile, tile, 3)
         assert np.array_equal(thumb, alone)
+    # the default 128-pixel tile of a 512x512 JPEG is libjpeg's quarter-scale decode, unresized
+    for data, thumb in zip(encoded, thumbnails_bgr(encoded, TILE_PX), strict=True):
+        quarter = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_COLOR_4)
+        assert TILE_PX == 128 and np.array_equal(thumb, quarter)
+
+
+def test_jpeg_size_reads_the_frame_header():
+    import cv2
+
+    from petctiqa.dataset.sheets import jpeg_size
+
+    ok, jpeg = cv2.imencode(".jpg", np.zeros((300, 420, 3), np.uint8))
+    assert ok
+    assert jpeg_size(jpeg.tobytes()) == (300, 420)
+    assert jpeg_size(_png((1, 2, 3))) is None
+    assert jpeg_size(b"\xff\xd8\xff") is None
