@@ -387,8 +387,14 @@ def install_series_zip(
                     if name.lower().endswith(".dcm"):
                         raise SeriesCheckFailed(f"{name} is not readable DICOM: {exc}") from exc
                     continue  # a text file shipped with the series (e.g. LICENSE)
-                _check_pixel_data(ds, name)
-                facts.append(_instance_facts(ds))
+                try:
+                    _check_pixel_data(ds, name)
+                    facts.append(_instance_facts(ds))
+                except (AttributeError, KeyError, TypeError, ValueError) as exc:
+                    # a required tag missing or malformed: this series fails, not the whole run
+                    raise SeriesCheckFailed(
+                        f"{name} has missing or malformed image tags ({type(exc).__name__}: {exc})"
+                    ) from exc
                 if not name.lower().endswith(".dcm"):
                     name += ".dcm"
                 if name in names:
@@ -639,13 +645,11 @@ def _plan_patients(
 
 
 def _series_bytes(client: TciaClient, series: RemoteSeries) -> int:
-    """``getSeriesSize`` bytes; the listing's FileSize when that endpoint is unavailable."""
-    try:
-        return client.series_size(series.series_uid).total_bytes
-    except FetchError:
-        if series.file_size is None:
-            raise
+    """The listing's FileSize; ``getSeriesSize`` (one slow request per series) only when the
+    listing has no size."""
+    if series.file_size is not None:
         return series.file_size
+    return client.series_size(series.series_uid).total_bytes
 
 
 def plan_fetch(

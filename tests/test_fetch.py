@@ -472,3 +472,45 @@ def test_cli_fetch_then_index_and_pair(server, archive, tmp_path):
         (first.patient_id, first.pet_series_uid, first.ct_series_uid),
         (second.patient_id, second.pet_series_uid, second.ct_series_uid),
     ]
+
+
+def test_plan_uses_the_listing_size_and_asks_getseriessize_only_without_it(server, tmp_path):
+    with TciaClient(server.base_url, retry=RetryPolicy(attempts=1)) as client:
+        plan = plan_fetch(client, "Lung-PET-CT-Dx", tmp_path / "a", n_patients=1)
+        assert plan.total_download_bytes > 0
+        assert not [e for e, _ in server.requests if e == "getSeriesSize"]
+        for fake in server.series.values():
+            del fake.record["FileSize"]
+        again = plan_fetch(client, "Lung-PET-CT-Dx", tmp_path / "b", n_patients=1)
+    assert again.total_download_bytes == plan.total_download_bytes
+    assert len([e for e, _ in server.requests if e == "getSeriesSize"]) == len(again.download_bytes)
+
+
+def test_a_member_with_missing_image_tags_fails_its_series_only(archive, tmp_path):
+    import io
+    import zipfile
+
+    from petctiqa.fetch import SeriesCheckFailed, install_series_zip
+    from petctiqa.tcia_client import parse_series_record
+
+    study = archive.studies[0]
+    ds = pydicom.dcmread(study.ct_files[0])
+    del ds.Rows
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    zip_path = tmp_path / "series.zip"
+    with zipfile.ZipFile(zip_path, "w") as archive_zip:
+        archive_zip.writestr("1-01.dcm", buffer.getvalue())
+    record = {
+        "SeriesInstanceUID": str(ds.SeriesInstanceUID),
+        "StudyInstanceUID": str(ds.StudyInstanceUID),
+        "PatientID": str(ds.PatientID),
+        "Modality": "CT",
+        "ImageCount": 1,
+    }
+    series = parse_series_record(record, "test")
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    with pytest.raises(SeriesCheckFailed, match="1-01.dcm has missing or malformed image tags"):
+        install_series_zip(zip_path, series, tmp_path / "final", staging)
+    assert not (tmp_path / "final").exists() and not any(staging.iterdir())
