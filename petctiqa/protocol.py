@@ -204,23 +204,52 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ProtocolError(f"{path}: invalid TOML ({exc})") from None
 
 
-def shipped_protocol_names() -> list[str]:
-    """Names of the protocol files that ship with the package (without ``.toml``)."""
+PROTOCOL_KINDS = {"protocol": "dataset", "scale": "rating-scale"}
+"""The top-level table that tells a protocol file's kind -> the kind's name."""
+
+
+def protocol_kind(data: dict[str, Any]) -> str | None:
+    """``"dataset"`` (a ``[protocol]`` table), ``"rating-scale"`` (a ``[scale]`` table) or None."""
+    for table, kind in PROTOCOL_KINDS.items():
+        if isinstance(data.get(table), dict):
+            return kind
+    return None
+
+
+def shipped_protocol_names(kind: str | None = None) -> list[str]:
+    """Names of the protocol files that ship with the package (without ``.toml``); with
+    ``kind`` (``"dataset"``, ``"rating-scale"``) only those of that kind."""
     root = resources.files("petctiqa_protocols")
-    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".toml"))
+    names = []
+    for entry in root.iterdir():
+        if not entry.name.endswith(".toml"):
+            continue
+        if kind is not None:
+            try:
+                with entry.open("rb") as handle:
+                    if protocol_kind(tomllib.load(handle)) != kind:
+                        continue
+            except tomllib.TOMLDecodeError:
+                continue
+        names.append(entry.name[:-5])
+    return sorted(names)
 
 
-def resolve_protocol_path(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
-    """Read a protocol given a shipped name (``pet-ct-iqa-ds``) or a path to a TOML file."""
+def resolve_protocol_path(
+    name_or_path: str | Path, kind: str | None = None
+) -> tuple[dict[str, Any], str]:
+    """Read a protocol given a shipped name (``pet-ct-iqa-ds``) or a path to a TOML file.
+
+    ``kind`` only narrows the shipped names listed when the name is unknown."""
     candidate = Path(name_or_path)
     if candidate.suffix == ".toml" or candidate.exists() or "/" in str(name_or_path):
         return read_toml(candidate), str(candidate)
     shipped = resources.files("petctiqa_protocols") / f"{name_or_path}.toml"
     if not shipped.is_file():
-        known = ", ".join(shipped_protocol_names())
+        known = ", ".join(shipped_protocol_names(kind))
+        what = "protocol" if kind is None else f"{kind} protocol"
         raise ProtocolError(
-            f"unknown protocol {str(name_or_path)!r}: not a file, and not a shipped protocol "
-            f"({known})"
+            f"unknown {what} {str(name_or_path)!r}: not a file, and not a shipped {what} ({known})"
         )
     with shipped.open("rb") as handle:
         try:
@@ -234,6 +263,12 @@ def resolve_protocol_path(name_or_path: str | Path) -> tuple[dict[str, Any], str
 
 def parse_dataset_protocol(data: dict[str, Any], source: str) -> DatasetProtocol:
     """Validate a parsed TOML document and build a :class:`DatasetProtocol`."""
+    if protocol_kind(data) == "rating-scale" and "protocol" not in data:
+        shown = source.removeprefix("package:")
+        raise ProtocolError(
+            f"{shown} is a rating-scale protocol, not a dataset protocol (dataset protocols: "
+            f"{', '.join(shipped_protocol_names('dataset'))})"
+        )
     root = TomlTable(data, source)
     head = root.table("protocol")
     name = head.string("name")
@@ -267,6 +302,7 @@ def parse_dataset_protocol(data: dict[str, Any], source: str) -> DatasetProtocol
         raise ren.error(
             "suv_max", f"must be greater than suv_min ({render.suv_min}), got {render.suv_max}"
         )
+    _check_weights(ren, render)
     ren.finish()
 
     dis = root.table("distortions")
@@ -310,7 +346,32 @@ def parse_dataset_protocol(data: dict[str, Any], source: str) -> DatasetProtocol
     )
 
 
+def _check_weights(ren: TomlTable, render: RenderSettings) -> None:
+    """Refuse blend weights that make every fused image black.
+
+    Both weights are already known to lie in [0, 1]. Only mode ``fused`` uses them (``ct`` and
+    ``pet`` draw their layer at full strength, so any CT window or SUV range gives a non-black
+    image). Fused, the brightest possible pixel is ``255 * (ct_weight + pet_weight)``, scaled to
+    255 with ``normalize_max``; without it, it must round to at least 1.
+    """
+    if render.mode != "fused":
+        return
+    total = render.ct_weight + render.pet_weight
+    if total <= 0.0:
+        raise ren.error(
+            "pet_weight",
+            "must be > 0 when render.ct_weight is 0 in mode 'fused' (every image would be "
+            "black); set ct_weight, pet_weight or both above 0",
+        )
+    if not render.normalize_max and round(255.0 * total) < 1:
+        raise ren.error(
+            "ct_weight",
+            f"+ render.pet_weight = {total} leaves every fused image black with "
+            "normalize_max = false (the brightest pixel would be 255 x their sum < 0.5)",
+        )
+
+
 def load_dataset_protocol(name_or_path: str | Path = DEFAULT_DATASET_PROTOCOL) -> DatasetProtocol:
     """Load and validate a dataset protocol by shipped name or by path."""
-    data, source = resolve_protocol_path(name_or_path)
+    data, source = resolve_protocol_path(name_or_path, kind="dataset")
     return parse_dataset_protocol(data, source)

@@ -25,3 +25,21 @@ def test_top_level_help_lists_all_commands_without_importing_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     for name in COMMANDS:
         assert name in out.stdout
+
+
+def test_build_dataset_protocol_errors_list_dataset_protocols_only(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "ds"
+    result = runner.invoke(cli, ["build-dataset", "--out", str(out), "--protocol", "nope"])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: unknown dataset protocol 'nope': not a file, and not a shipped dataset protocol "
+        "(pet-ct-iqa-ds, pet-ct-iqa-ds-shot)\n"
+    )
+    result = runner.invoke(cli, ["build-dataset", "--out", str(out), "--protocol", "likert-0-4"])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: likert-0-4 is a rating-scale protocol, not a dataset protocol (dataset "
+        "protocols: pet-ct-iqa-ds, pet-ct-iqa-ds-shot)\n"
+    )
+    assert not out.exists()  # nothing was started

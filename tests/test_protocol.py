@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import dataclasses
+import tomllib
+from importlib import resources
+
+import numpy as np
 import pytest
 
 from petctiqa.errors import ProtocolError
@@ -8,6 +13,7 @@ from petctiqa.protocol import (
     parse_dataset_protocol,
     shipped_protocol_names,
 )
+from petctiqa.render import fuse_pet_on_ct
 from petctiqa.seeding import derive_seed, rng_for
 
 
@@ -66,8 +72,73 @@ def test_protocol_path_errors(tmp_path):
     bad.write_text("[protocol\nname=1")
     with pytest.raises(ProtocolError, match="invalid TOML"):
         load_dataset_protocol(bad)
-    with pytest.raises(ProtocolError, match="unknown protocol 'nope'"):
+    with pytest.raises(ProtocolError) as error:
         load_dataset_protocol("nope")
+    # only dataset protocols are offered, not the rating scale that ships beside them
+    assert str(error.value) == (
+        "unknown dataset protocol 'nope': not a file, and not a shipped dataset protocol "
+        "(pet-ct-iqa-ds, pet-ct-iqa-ds-shot)"
+    )
+
+
+def test_rating_scale_is_not_a_dataset_protocol(tmp_path):
+    assert shipped_protocol_names("dataset") == ["pet-ct-iqa-ds", "pet-ct-iqa-ds-shot"]
+    assert shipped_protocol_names("rating-scale") == ["likert-0-4"]
+    assert "likert-0-4" in shipped_protocol_names()
+    with pytest.raises(ProtocolError) as error:
+        load_dataset_protocol("likert-0-4")
+    assert str(error.value) == (
+        "likert-0-4 is a rating-scale protocol, not a dataset protocol (dataset protocols: "
+        "pet-ct-iqa-ds, pet-ct-iqa-ds-shot)"
+    )
+    copy = tmp_path / "my-scale.toml"
+    copy.write_text((resources.files("petctiqa_protocols") / "likert-0-4.toml").read_text())
+    with pytest.raises(ProtocolError, match=r"my-scale.toml is a rating-scale protocol, not a"):
+        load_dataset_protocol(copy)
+
+
+def _shipped_data() -> dict:
+    with resources.files("petctiqa_protocols").joinpath("pet-ct-iqa-ds.toml").open("rb") as fh:
+        return tomllib.load(fh)
+
+
+def test_blend_weights_that_make_every_image_black_are_refused():
+    data = _shipped_data()
+    data["render"].update(ct_weight=0.0, pet_weight=0.0)
+    with pytest.raises(ProtocolError) as error:
+        parse_dataset_protocol(data, "my.toml")
+    assert str(error.value).startswith(
+        "my.toml: field 'render.pet_weight' must be > 0 when render.ct_weight is 0 in mode "
+        "'fused' (every image would be black)"
+    )
+    data["render"].update(ct_weight=0.001, pet_weight=0.0005, normalize_max=False)
+    with pytest.raises(ProtocolError, match=r"field 'render.ct_weight' \+ render.pet_weight"):
+        parse_dataset_protocol(data, "my.toml")
+    data["render"]["pet_weight"] = -0.1
+    with pytest.raises(ProtocolError, match=r"field 'render.pet_weight' must be >= 0.0, got -0.1"):
+        parse_dataset_protocol(data, "my.toml")
+    # one layer alone is fine
+    data["render"].update(ct_weight=0.0, pet_weight=0.37, normalize_max=True)
+    assert parse_dataset_protocol(data, "my.toml").render.pet_weight == 0.37
+
+
+@pytest.mark.parametrize("mode", ["ct", "pet"])
+def test_single_layer_modes_ignore_the_weights_and_are_not_black(mode):
+    """ct / pet draw their layer at full strength: zero blend weights still give an image."""
+    data = _shipped_data()
+    data["render"].update(mode=mode, ct_weight=0.0, pet_weight=0.0)
+    settings = parse_dataset_protocol(data, "my.toml").render
+    ct = np.full((64, 64), -1000.0, np.float32)
+    ct[16:48, 16:48] = 40.0  # soft tissue at the window level: grey 0.5
+    pet = np.zeros((64, 64), np.float32)
+    pet[24:40, 24:40] = 3.5  # half the SUV range
+    rgb = fuse_pet_on_ct(ct, pet, dataclasses.replace(settings, size=64))
+    assert rgb.max() == 255 and rgb[0, 0].tolist() == [0, 0, 0]
+    centre = rgb[32, 32].tolist()
+    if mode == "ct":
+        assert centre == [255, 255, 255] and rgb[20, 20].tolist() == [255, 255, 255]
+    else:
+        assert centre[0] == 255 and rgb[20, 20].tolist() == [0, 0, 0]
 
 
 def test_seeds_are_stable_and_independent():

@@ -18,11 +18,13 @@ and ``dataset.json`` are written (atomically) only once every image is in place.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -59,7 +61,7 @@ from petctiqa.seeding import rng_for
 
 if TYPE_CHECKING:
     from petctiqa.dicom.pairing import PetCtPair
-    from petctiqa.dicom.records import SkippedFile
+    from petctiqa.dicom.records import DicomIndex, SeriesInfo, SkippedFile
     from petctiqa.distort import DistortionSpec
 
 STATE_DIR = ".build-state"
@@ -428,7 +430,24 @@ def build_settings(options: BuildOptions, n_patients: int, k: int, image_format:
         "slices_per_patient": k,
         "image_format": image_format,
         "patient_list": list(options.patient_list) if options.patient_list else None,
-        "source": "phantom" if options.src is None else "dicom",
+        "source": "phantom" if options.src is None else str(Path(options.src).resolve()),
+    }
+
+
+SOURCE_SERIES_KEY = "source_series"
+"""Key of ``.build-state/build.json`` that records each candidate patient's PET/CT pair."""
+
+
+def source_series(best: dict[str, PetCtPair], order: list[str]) -> dict[str, dict[str, str]]:
+    """The PET/CT pair (UIDs) of every patient the build may take, by patient ID. With the
+    settings, it fixes which patients and series the dataset is made of."""
+    return {
+        pid: {
+            "study_uid": best[pid].study_uid,
+            "ct_series_uid": best[pid].ct.series_uid,
+            "pet_series_uid": best[pid].pet.series_uid,
+        }
+        for pid in sorted(order)
     }
 
 
@@ -437,6 +456,7 @@ def check_settings(out_dir: Path, settings: dict) -> None:
     previous = _read_json(out_dir / STATE_DIR / "build.json")
     if previous is None:
         return
+    previous.pop(SOURCE_SERIES_KEY, None)
     old, new = (
         _flatten(json.loads(json.dumps(previous))),
         _flatten(json.loads(json.dumps(settings))),
@@ -447,6 +467,65 @@ def check_settings(out_dir: Path, settings: dict) -> None:
                 f"{out_dir}: holds a dataset built with different settings ({key}: "
                 f"{old.get(key)!r} before, {new.get(key)!r} now); use another --out"
             )
+
+
+def check_source_series(out_dir: Path, series: dict[str, dict[str, str]]) -> None:
+    """Refuse to rebuild an output folder from a source whose patients or PET/CT series differ
+    from those it was built from (the same path with other files in it, for example): the new
+    manifest would not describe the images already there."""
+    previous = _read_json(out_dir / STATE_DIR / "build.json")
+    recorded = None if previous is None else previous.get(SOURCE_SERIES_KEY)
+    if not isinstance(recorded, dict):
+        return
+    for pid in sorted(set(recorded) | set(series)):
+        before, now = recorded.get(pid), series.get(pid)
+        if before == now:
+            continue
+        if before is None:
+            change = "has a PET/CT pair in this source, not in the one it was built from"
+        elif now is None:
+            change = "in the source it was built from, without a PET/CT pair in this one"
+        else:
+            key = next(
+                (k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)), "?"
+            )
+            change = f"{key} {before.get(key)!r} before, {now.get(key)!r} now"
+        raise DatasetError(
+            f"{out_dir}: holds a dataset built from other DICOM series (patient {pid}: {change}); "
+            "use another --out"
+        )
+
+
+ATOMIC_TEMPORARY = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp")
+"""Name of a temporary file of :func:`petctiqa.atomic.atomic_writer` (``.<target>.<random>.tmp``,
+``tempfile.mkstemp``); one is left behind only when the process was killed while writing."""
+OUTPUT_FILES = (MANIFEST_NAME, SPLIT_NAME, DATASET_JSON)
+
+
+def remove_stale_temporaries(out_dir: Path) -> int:
+    """Delete the atomic writer's temporary files that a killed build left in the output
+    folders (images, references, sheets, the build state and beside the top-level files);
+    returns how many. Only names of the writer's pattern are touched."""
+    removed = 0
+    folders = [
+        out_dir / name
+        for name in ("images", "references", "sheets", STATE_DIR, f"{STATE_DIR}/patients")
+    ] + [out_dir / STATE_DIR / "slices", out_dir]
+    for folder in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            match = ATOMIC_TEMPORARY.fullmatch(entry.name)
+            if match is None or not entry.is_file(follow_symlinks=False):
+                continue
+            if folder == out_dir and match["target"] not in OUTPUT_FILES:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed += 1
+    return removed
 
 
 # ----------------------------------------------------------------------------- executors
@@ -536,25 +615,93 @@ DAMAGE_REASONS = ("truncated", "unreadable")
 """Index skip reasons that mean a damaged file (not merely a non-image or non-DICOM file)."""
 
 
+@dataclass(frozen=True)
+class BrokenSeries:
+    """A CT or PET series that fails its geometry check while damaged files (cut or unreadable,
+    or a header without the identifying UIDs) sit in its folder: most likely they are its
+    missing slices."""
+
+    series: SeriesInfo
+    problem: str
+    """The geometry check's message (it starts with the series label)."""
+    damaged: tuple[SkippedFile, ...]
+
+    def describe(self) -> str:
+        """``<file>: <reason>; without it CT series '...' in <folder> fails its geometry check:
+        <problem>`` (the first damaged file leads, the others are counted)."""
+        from petctiqa.dicom.volume import series_label
+
+        first, others = self.damaged[0], self.damaged[1:]
+        label = series_label(self.series)
+        problem = self.problem.removeprefix(f"{label}: ")
+        more = ""
+        if others:
+            shown = ", ".join(str(item.path) for item in others[:3])
+            more = f" (and {len(others)} more damaged: {shown}{', ...' if len(others) > 3 else ''})"
+        it = "them" if others else "it"
+        return (
+            f"{first.path}: {first.reason}{more}; without {it} the {label} fails its geometry "
+            f"check: {problem}"
+        )
+
+
+@dataclass(frozen=True)
+class SourceScan:
+    """What the build needs to know about a DICOM tree."""
+
+    pairs: list[PetCtPair]
+    damaged: list[SkippedFile]
+    """Truncated or unreadable files (an error when beside a series the build uses)."""
+    broken: list[BrokenSeries]
+
+
+def broken_series(index: DicomIndex) -> list[BrokenSeries]:
+    """CT and PET series that fail their geometry check with damaged files in their folder."""
+    from petctiqa.dicom.index import HEADER_DAMAGE_REASONS
+    from petctiqa.dicom.volume import series_stack_geometry
+
+    suspects = [
+        s for s in index.skipped if s.reason.startswith(DAMAGE_REASONS + HEADER_DAMAGE_REASONS)
+    ]
+    if not suspects:
+        return []
+    found = []
+    for series in index.series:
+        if series.modality not in ("CT", "PT"):
+            continue
+        folders = {f.parent for f in series.files}
+        nearby = tuple(item for item in suspects if item.path.parent in folders)
+        if not nearby:
+            continue
+        try:
+            series_stack_geometry(series)
+        except DicomError as exc:
+            found.append(BrokenSeries(series, str(exc), nearby))
+    return found
+
+
 def _find_pairs(
     src: Path, progress: bool, log: Log, executor: Executor | None = None
-) -> tuple[list[PetCtPair], list[SkippedFile]]:
-    """All PET/CT pairs under ``src`` and the damaged files the index skipped (headers are
-    parsed in ``executor`` when given)."""
-    from petctiqa.dicom.index import index_dicom_tree
+) -> SourceScan:
+    """All PET/CT pairs under ``src``, the damaged files the index skipped and the series they
+    break (headers are parsed in ``executor`` when given)."""
+    from petctiqa.dicom.index import describe_skipped, index_dicom_tree, is_nbia_metadata
     from petctiqa.dicom.pairing import find_pet_ct_pairs, unpaired_pet_series
 
     if not src.is_dir():
         raise DatasetError(f"{src}: source folder not found")
     index = index_dicom_tree(src, progress=progress, executor=executor)
-    if index.skipped:
-        first = index.skipped[0]
-        log(f"skipped {len(index.skipped)} files in {src} (e.g. {first.path}: {first.reason})")
+    # the metadata.csv of an NBIA download is expected: listed by `inspect`, not reported here
+    reported = [s for s in index.skipped if not is_nbia_metadata(s)]
+    if reported:
+        noun = "file" if len(reported) == 1 else "files"
+        log(f"skipped {len(reported)} {noun} in {src}: {describe_skipped(reported, src)}")
     damaged = [s for s in index.skipped if s.reason.startswith(DAMAGE_REASONS)]
     if not index.series:
         raise DatasetError(
             f"{src}: no DICOM image series found ({len(index.skipped)} files skipped)"
         )
+    broken = broken_series(index)
     pairs = find_pet_ct_pairs(index)
     if not pairs:
         modalities = sorted({s.modality for s in index.series})
@@ -565,10 +712,12 @@ def _find_pairs(
         pet, reason = unpaired_pet_series(index)[0]
         where = pet.files[0].parent if pet.files else src
         problem = f"no usable PET/CT pair (PET series in {where}: {reason})"
+        if broken:
+            raise DicomError(f"{broken[0].describe()}; {src} has no usable PET/CT pair")
         if damaged:
             raise DicomError(f"{damaged[0].path}: {damaged[0].reason}; {src} has {problem}")
         raise DatasetError(f"{src}: {problem}")
-    return pairs, damaged
+    return SourceScan(pairs, damaged, broken)
 
 
 def check_series_intact(pair: PetCtPair, damaged: list[SkippedFile]) -> None:
@@ -635,22 +784,48 @@ def _progress_bar(total: int, enabled: bool):
 
 def _candidate_order(
     src: Path,
-    pairs: list[PetCtPair],
-    damaged: list[SkippedFile],
+    scan: SourceScan,
     options: BuildOptions,
     n_patients: int,
+    log: Log,
 ) -> tuple[dict[str, PetCtPair], list[str]]:
-    """Each patient's best pair and the order patients are tried in; refuses too few patients
-    and a damaged file beside the series of one of the first ``n_patients``."""
-    best = best_pair_per_patient(pairs)
+    """Each patient's best pair and the order patients are tried in; refuses too few patients,
+    a damaged file beside the series of one of the first ``n_patients``, and damaged files that
+    cost one of them its only PET/CT pair."""
+    best = best_pair_per_patient(scan.pairs)
+    # patients whose only pair a damaged file broke: an error when the build would take them
+    lost: dict[str, BrokenSeries] = {}
+    for item in scan.broken:
+        if item.series.patient_id not in best:
+            lost.setdefault(item.series.patient_id, item)
     if len(best) < n_patients:
-        raise DatasetError(
-            f"{src}: {len(best)} patients have a PET/CT pair, {n_patients} requested "
+        problem = (
+            f"{len(best)} patients have a PET/CT pair, {n_patients} requested "
             f"(use --patients {len(best)})"
         )
+        if lost:
+            raise DicomError(f"{next(iter(lost.values())).describe()}; {src}: {problem}")
+        raise DatasetError(f"{src}: {problem}")
+    if lost:
+        listed = options.patient_list
+        intact = order_candidates(
+            sorted(set(best) | set(lost)),
+            options.seed,
+            None if listed is None else [pid for pid in listed if pid in best or pid in lost],
+        )
+        # a listed patient is always needed; a seeded order takes the first N
+        for pid in intact if listed is not None else intact[:n_patients]:
+            if pid in lost:
+                raise DicomError(
+                    f"{lost[pid].describe()}; patient {pid} has no other usable PET/CT pair"
+                )
+    for item in scan.broken:
+        pid = item.series.patient_id
+        fate = "uses another PET/CT pair" if pid in best else "is left out"
+        log(f"warning: {item.describe()}; patient {pid} {fate}")
     order = order_candidates(list(best), options.seed, options.patient_list)
     for pid in order[:n_patients]:
-        check_series_intact(best[pid], damaged)
+        check_series_intact(best[pid], scan.damaged)
     return best, order
 
 
@@ -695,12 +870,18 @@ def build_dataset(options: BuildOptions, log: Log | None = None) -> BuildSummary
     # one pool for the whole build: it parses the DICOM headers first, then runs the tasks
     executor = _executor(jobs)
     try:
-        pairs, damaged = _find_pairs(src, options.progress, log, None if jobs == 1 else executor)
+        scan = _find_pairs(src, options.progress, log, None if jobs == 1 else executor)
         index_seconds = time.perf_counter() - started - phantom_seconds
-        best, order = _candidate_order(src, pairs, damaged, options, n_patients)
+        best, order = _candidate_order(src, scan, options, n_patients, log)
+        series = source_series(best, order)
         check_settings(out_dir, settings)
+        check_source_series(out_dir, series)
         out_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(out_dir / STATE_DIR / "build.json", settings)
+        removed = remove_stale_temporaries(out_dir)
+        if removed:
+            noun = "file" if removed == 1 else "files"
+            log(f"removed {removed} temporary {noun} left by an interrupted build in {out_dir}")
+        _write_json(out_dir / STATE_DIR / "build.json", {**settings, SOURCE_SERIES_KEY: series})
     except BaseException:
         executor.shutdown(wait=True, cancel_futures=True)
         raise
@@ -738,7 +919,7 @@ def build_dataset(options: BuildOptions, log: Log | None = None) -> BuildSummary
     try:
         while True:
             for pid in next_candidates():
-                check_series_intact(best[pid], damaged)
+                check_series_intact(best[pid], scan.damaged)
                 reused = _reusable_patient_plan(out_dir, best[pid], k)
                 if reused is not None:
                     plans[pid] = reused

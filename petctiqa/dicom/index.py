@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +49,20 @@ NON_IMAGE_MODALITIES: dict[str, str] = {
 """Modalities of objects that are not image slices, with the name used in skip reasons."""
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+
+NOT_DICOM = "not a DICOM file"
+NBIA_METADATA_NAME = "metadata.csv"
+"""The table the NBIA Data Retriever (and ``petctiqa fetch``) writes at the top of a download."""
+
+HEADER_DAMAGE_REASONS = (
+    "missing SeriesInstanceUID",
+    "missing StudyInstanceUID",
+    "missing SOPInstanceUID",
+    "missing Modality",
+)
+"""Skip reasons of a DICOM file whose header lacks the identifying tags every image carries:
+usually a damaged (e.g. cut) header. The file is harmless on its own, but when it belonged to a
+series, that series misses a slice."""
 
 INDEX_TAGS = [
     "SOPClassUID",
@@ -133,7 +147,7 @@ def read_index_header(path: Path) -> Dataset | str:
         return f"unreadable file ({exc.strerror or exc})"
     force = head[128:132] != b"DICM"
     if force and not looks_like_raw_dataset(head):
-        return "not a DICOM file"
+        return NOT_DICOM
     try:
         with quiet_pydicom():
             header = pydicom.dcmread(
@@ -142,7 +156,7 @@ def read_index_header(path: Path) -> Dataset | str:
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
         return f"unreadable DICOM ({type(exc).__name__})"
     if force and "SOPClassUID" not in header and "Modality" not in header:
-        return "not a DICOM file"
+        return NOT_DICOM
     return header
 
 
@@ -356,4 +370,37 @@ def _series_info(series_uid: str, instances: list[IndexedFile]) -> SeriesInfo:
         files=tuple(inst.path for inst in instances),
         study_date=first.study_date,
         slice_geometry=tuple(inst.geometry for inst in instances),  # type: ignore[misc]
+    )
+
+
+def is_nbia_metadata(item: SkippedFile) -> bool:
+    """True for the ``metadata.csv`` a TCIA/NBIA download holds (expected, not a problem)."""
+    return item.path.name.lower() == NBIA_METADATA_NAME and item.reason == NOT_DICOM
+
+
+def skipped_by_reason(skipped: Iterable[SkippedFile]) -> list[tuple[str, list[Path]]]:
+    """Skipped files grouped by reason: ``(reason, paths)``, most frequent reason first (then by
+    reason), paths in walk order."""
+    groups: dict[str, list[Path]] = {}
+    for item in skipped:
+        groups.setdefault(item.reason, []).append(item.path)
+    return sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+
+
+def describe_skipped(skipped: Sequence[SkippedFile], root: Path | None = None) -> str:
+    """Counts per reason with one example each, most frequent first, e.g. ``2 not a DICOM file
+    (e.g. a.txt), 1 non-image object: RTSTRUCT (RT structure set) (e.g. RT/1-1.dcm)``; example
+    paths are relative to ``root`` when they lie under it."""
+
+    def shown(path: Path) -> str:
+        if root is not None:
+            try:
+                return path.relative_to(root).as_posix()
+            except ValueError:
+                pass
+        return str(path)
+
+    return ", ".join(
+        f"{len(paths)} {reason} (e.g. {shown(paths[0])})"
+        for reason, paths in skipped_by_reason(skipped)
     )

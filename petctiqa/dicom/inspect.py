@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from petctiqa.dicom.index import index_dicom_tree
+from petctiqa.dicom.index import index_dicom_tree, skipped_by_reason
 from petctiqa.dicom.pairing import PetCtPair, find_pet_ct_pairs, unpaired_pet_series
 from petctiqa.dicom.records import DicomIndex, SeriesInfo
 from petctiqa.dicom.suv import SuvParameters, load_pet_suv_with_parameters
@@ -306,10 +306,7 @@ def format_inspect_text(report: InspectReport) -> str:
     skipped = report.index.skipped
     out.append(f"Skipped files ({len(skipped)})")
     if skipped:
-        groups: dict[str, list[Path]] = {}
-        for item in skipped:
-            groups.setdefault(item.reason, []).append(item.path)
-        for reason, paths in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        for reason, paths in skipped_by_reason(skipped):
             examples = ", ".join(_rel(p, report.root) for p in paths[:SKIPPED_EXAMPLES])
             more = (
                 f", +{len(paths) - SKIPPED_EXAMPLES} more" if len(paths) > SKIPPED_EXAMPLES else ""

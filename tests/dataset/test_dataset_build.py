@@ -216,7 +216,17 @@ def test_changed_settings_are_refused_and_output_kept(small_dataset, small_phant
 
 
 @pytest.mark.parametrize(
-    "case", ["empty", "no-pet", "corrupt", "corrupt-extra", "bad-protocol", "too-many"]
+    "case",
+    [
+        "empty",
+        "no-pet",
+        "corrupt",
+        "corrupt-extra",
+        "damaged-header",
+        "bad-protocol",
+        "rating-scale-protocol",
+        "too-many",
+    ],
 )
 def test_bad_input_is_one_clear_error_and_keeps_output(case, small_dataset, shared_data, tmp_path):
     out = tmp_path / "ds"
@@ -245,6 +255,24 @@ def test_bad_input_is_one_clear_error_and_keeps_output(case, small_dataset, shar
         victim.write_bytes((src / "CT_crop" / "000001.dcm").read_bytes()[:20000])
         args = ["--patients", "1", "--slices", "2"]
         expected = f"{victim}: truncated file (20000 bytes, pixel data alone needs 79992) (beside"
+    elif case == "damaged-header":
+        for name in ("CT_crop", "PET_crop"):
+            shutil.copytree(shared_data / "dicom" / "STS_001" / name, src / name)
+        victim = sorted((src / "CT_crop").iterdir())[9]
+        _cut_header(victim)  # skipped as "missing SeriesInstanceUID": CT_crop misses a slice
+        args = ["--patients", "1", "--slices", "2"]
+        expected = (
+            f"{victim}: missing SeriesInstanceUID; without it the CT series "
+            f"'IBSI_1_STS_001_CT_image' in {src / 'CT_crop'} fails its geometry check: "
+            "non-uniform slice spacing (steps 3.270-6.540 mm;"
+        )
+    elif case == "rating-scale-protocol":
+        shutil.copytree(shared_data / "dicom" / "STS_001" / "CT_crop", src / "CT_crop")
+        args += ["--protocol", "likert-0-4"]
+        expected = (
+            "likert-0-4 is a rating-scale protocol, not a dataset protocol (dataset protocols: "
+            "pet-ct-iqa-ds, pet-ct-iqa-ds-shot)"
+        )
     elif case == "bad-protocol":
         shutil.copytree(shared_data / "dicom" / "STS_001" / "CT_crop", src / "CT_crop")
         bad = tmp_path / "bad.toml"
@@ -349,3 +377,221 @@ def test_phantom_is_generated_once_and_reused(tmp_path):
     assert "[0 written, 27 verified" in second.stdout
     assert phantom_files[0].stat().st_mtime_ns == stamp
     assert _tree_hashes(out) == before
+
+
+# ----------------------------------------------------------------------------- audit follow-ups
+
+
+def _cut_header(path: Path) -> int:
+    """Cut a DICOM file just before its SeriesInstanceUID value (a damaged header: the index
+    then skips it as "missing SeriesInstanceUID"); returns the new size."""
+    data = path.read_bytes()
+    uid = pydicom.dcmread(path, stop_before_pixels=True).SeriesInstanceUID
+    size = data.index(str(uid).encode()) - 10
+    path.chmod(0o644)
+    path.write_bytes(data[:size])
+    return size
+
+
+def test_rerun_on_another_source_path_is_refused_and_output_kept(
+    small_dataset, small_phantom, small_protocol, tmp_path
+):
+    before = _tree_hashes(small_dataset)
+    build_json = json.loads((small_dataset / ".build-state" / "build.json").read_text())
+    assert build_json["source"] == str(small_phantom.resolve())
+    assert sorted(build_json["source_series"]) == ["PHANTOM-0001", "PHANTOM-0002", "PHANTOM-0003"]
+    other = tmp_path / "copy-of-the-phantom"
+    shutil.copytree(small_phantom, other)
+    result = _run(
+        "--src", str(other), "--out", str(small_dataset), "--protocol", str(small_protocol),
+        "--patients", "2", "--slices", "2",
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert line == (
+        f"error: {small_dataset}: holds a dataset built with different settings (source: "
+        f"'{small_phantom.resolve()}' before, '{other.resolve()}' now); use another --out"
+    )
+    assert _tree_hashes(small_dataset) == before
+
+
+def test_rerun_on_changed_source_content_is_refused_and_output_kept(
+    small_phantom, small_protocol, tmp_path
+):
+    """Same --src path, other patients in it: refused before anything is written."""
+    collection = "Lung-PET-CT-Dx-Phantom"
+    src = tmp_path / "src"
+    for pid in ("PHANTOM-0001", "PHANTOM-0002"):
+        shutil.copytree(small_phantom / collection / pid, src / collection / pid)
+    out = tmp_path / "ds"
+    args = ["--src", str(src), "--out", str(out), "--protocol", str(small_protocol)]
+    args += ["--patients", "2", "--slices", "1", "--jobs", "1"]
+    first = _run(*args)
+    assert first.exit_code == 0, first.output
+    before = _tree_hashes(out)
+    assert len(before) == 2 * 27 + 2 + 2 + 2
+    shutil.rmtree(src / collection / "PHANTOM-0002")
+    shutil.copytree(small_phantom / collection / "PHANTOM-0003", src / collection / "PHANTOM-0003")
+    second = _run(*args)
+    assert second.exit_code == 2, second.output
+    (line,) = [x for x in second.stderr.splitlines() if x.startswith("error:")]
+    assert line == (
+        f"error: {out}: holds a dataset built from other DICOM series (patient PHANTOM-0002: in "
+        "the source it was built from, without a PET/CT pair in this one); use another --out"
+    )
+    assert _tree_hashes(out) == before
+
+
+def test_resume_removes_temporaries_left_by_a_killed_build(
+    small_dataset, small_phantom, small_protocol, tmp_path
+):
+    out = tmp_path / "killed"
+    shutil.copytree(small_dataset, out)
+    image = sorted((out / "images").glob("*.jpg"))[7]
+    half = image.read_bytes()[:1000]
+    image.unlink()  # killed while writing this image: only its temporary file is there
+    stale = [
+        out / "images" / f".{image.name}.k3j_x9q2.tmp",
+        out / "references" / ".PHANTOM-0001_s1.png.abcdefgh.tmp",
+        out / "sheets" / ".PHANTOM-0001_s2.png.0a1b2c3d.tmp",
+        out / ".manifest.csv.zz09yy87.tmp",
+    ]
+    for path in stale:
+        path.write_bytes(half)
+    result = _run(
+        "--src", str(small_phantom), "--out", str(out), "--protocol", str(small_protocol),
+        "--patients", "2", "--slices", "2", "--jobs", "1",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"removed 4 temporary files left by an interrupted build in {out}" in result.stderr
+    assert "[1 written, 107 verified" in result.stdout
+    assert not any(path.exists() for path in stale)
+    assert _tree_hashes(out) == _tree_hashes(small_dataset)
+
+
+def test_only_the_atomic_writers_temporaries_are_removed(tmp_path):
+    from petctiqa.atomic import atomic_writer
+    from petctiqa.dataset.build import remove_stale_temporaries
+
+    out = tmp_path / "ds"
+    (out / "images").mkdir(parents=True)
+    with pytest.raises(KeyboardInterrupt), atomic_writer(out / "images" / "a_s1_p0g0j0.jpg") as fh:
+        fh.write(b"x")
+        real_tmp = next((out / "images").glob(".a_s1_p0g0j0.jpg.*.tmp"))  # mkstemp's own name
+        raise KeyboardInterrupt
+    real_tmp.write_bytes(b"as if the process had been killed")
+    kept = [
+        out / "images" / "notes.tmp",
+        out / "images" / ".a.jpg.tmp",  # no random part
+        out / "images" / ".a.jpg.ABCDEFGH.tmp",  # not mkstemp's alphabet
+        out / ".my-notes.txt.abcdefgh.tmp",  # top level: only manifest/split/dataset.json
+    ]
+    for path in kept:
+        path.write_bytes(b"user file")
+    (out / "sheets" / ".x.png.abcdefgh.tmp").mkdir(parents=True)  # a folder, not a file
+    assert remove_stale_temporaries(out) == 1
+    assert not real_tmp.exists()
+    assert all(path.exists() for path in kept)
+    assert (out / "sheets" / ".x.png.abcdefgh.tmp").is_dir()
+
+
+def test_skipped_files_are_counted_per_reason_and_nbia_metadata_is_expected(shared_data, tmp_path):
+    from petctiqa.dataset.build import _find_pairs
+
+    src = tmp_path / "download"
+    shutil.copytree(shared_data / "dicom" / "STS_002", src / "STS_002")
+    (src / "metadata.csv").write_text("Series UID,Collection,3rd Party Analysis\n")
+    logs: list[str] = []
+    scan = _find_pairs(src, False, logs.append)
+    assert len(scan.pairs) == 1 and not scan.damaged and not scan.broken
+    assert logs == []  # only the NBIA metadata.csv was skipped: nothing to warn about
+
+    (src / "README.txt").write_text("notes")
+    (src / "STS_002" / "notes.txt").write_text("notes")
+    cut = next((src / "STS_002" / "CT_crop").iterdir()).read_bytes()[:3000]
+    (src / "junk").mkdir()
+    (src / "junk" / "cut.dcm").write_bytes(cut)
+    logs.clear()
+    _find_pairs(src, False, logs.append)
+    assert logs == [
+        f"skipped 3 files in {src}: 2 not a DICOM file (e.g. README.txt), "
+        "1 truncated file (3000 bytes, pixel data alone needs 46046) (e.g. junk/cut.dcm)"
+    ]
+
+
+def test_damaged_header_that_breaks_a_series_is_named(small_phantom, tmp_path):
+    """A file whose header lost its UIDs is skipped; when its series then fails the geometry
+    check, the error (or, for a patient the build does not need, a warning) names the file."""
+    from petctiqa.dataset.build import _candidate_order, _find_pairs
+    from petctiqa.dataset.select import order_candidates
+    from petctiqa.errors import DicomError
+
+    src = tmp_path / "src"
+    shutil.copytree(small_phantom, src)
+    ct_folder = next((src / "Lung-PET-CT-Dx-Phantom" / "PHANTOM-0002").glob("*/*CT*"))
+    victim = sorted(ct_folder.iterdir())[10]
+    size = _cut_header(victim)
+    logs: list[str] = []
+    scan = _find_pairs(src, False, logs.append)
+    assert logs == [
+        f"skipped 1 file in {src}: 1 missing SeriesInstanceUID (e.g. "
+        f"{victim.relative_to(src).as_posix()})"
+    ]
+    assert sorted(p.patient_id for p in scan.pairs) == ["PHANTOM-0001", "PHANTOM-0003"]
+    (broken,) = scan.broken
+    assert broken.series.patient_id == "PHANTOM-0002" and broken.series.modality == "CT"
+    message = broken.describe()
+    assert message.startswith(f"{victim}: missing SeriesInstanceUID; without it the CT series '"), (
+        message
+    )
+    assert f"in {ct_folder} fails its geometry check: non-uniform slice spacing" in message
+    assert size < 2000
+
+    protocol = load_dataset_protocol()
+
+    def order(n: int, seed: int = 0, patient_list=None) -> list[str]:
+        options = BuildOptions(
+            out_dir=tmp_path / "ds", protocol=protocol, src=src, seed=seed,
+            patient_list=patient_list,
+        )  # fmt: skip
+        logs.clear()
+        return _candidate_order(src, scan, options, n, logs.append)[1]
+
+    # too few patients: the error names the damaged file first
+    with pytest.raises(DicomError) as error:
+        order(3)
+    assert str(error.value) == (
+        f"{message}; {src}: 2 patients have a PET/CT pair, 3 requested (use --patients 2)"
+    )
+    # a listed patient that lost its pair
+    with pytest.raises(DicomError, match="patient PHANTOM-0002 has no other usable PET/CT pair"):
+        order(1, patient_list=("PHANTOM-0001", "PHANTOM-0002"))
+    # seeded choice: an error when the intact source would give that patient a place in the
+    # first N, else a warning and the build goes on without it
+    everyone = ["PHANTOM-0001", "PHANTOM-0002", "PHANTOM-0003"]
+    seeds = {order_candidates(everyone, seed)[0] == "PHANTOM-0002": seed for seed in range(20)}
+    with pytest.raises(DicomError, match=f"^{victim}: missing SeriesInstanceUID; without it"):
+        order(1, seed=seeds[True])
+    assert order(1, seed=seeds[False])[0] != "PHANTOM-0002"
+    assert logs == [f"warning: {message}; patient PHANTOM-0002 is left out"]
+
+
+def test_source_series_check_names_the_first_difference(tmp_path):
+    from petctiqa.dataset.build import check_source_series
+    from petctiqa.errors import DatasetError
+
+    pair = {"study_uid": "1.1", "ct_series_uid": "1.2", "pet_series_uid": "1.3"}
+    state = tmp_path / ".build-state"
+    state.mkdir()
+    (state / "build.json").write_text(json.dumps({"seed": 0, "source_series": {"P1": pair}}))
+    check_source_series(tmp_path, {"P1": dict(pair)})  # same series: accepted
+    with pytest.raises(DatasetError) as error:
+        check_source_series(tmp_path, {"P1": {**pair, "pet_series_uid": "1.4"}})
+    assert str(error.value) == (
+        f"{tmp_path}: holds a dataset built from other DICOM series (patient P1: pet_series_uid "
+        "'1.3' before, '1.4' now); use another --out"
+    )
+    with pytest.raises(DatasetError, match=r"\(patient P0: has a PET/CT pair in this source, not"):
+        check_source_series(tmp_path, {"P0": pair, "P1": pair})
+    (state / "build.json").write_text(json.dumps({"seed": 0}))  # built before it was recorded
+    check_source_series(tmp_path, {"P9": pair})

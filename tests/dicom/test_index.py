@@ -3,10 +3,12 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pydicom
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.fileset import FileSet
 
-from petctiqa.dicom.index import index_dicom_tree
+from petctiqa.dicom.index import describe_skipped, index_dicom_tree, is_nbia_metadata
 from petctiqa.errors import DicomError
 
 
@@ -33,9 +35,24 @@ def test_real_tree_groups_series_and_skips_readme(shared_data):
     assert len({(s.study_uid, s.frame_of_reference_uid) for s in sts}) == 1
 
 
-def test_skips_non_image_objects_and_junk(tmp_path, dicom_writers, shared_data):
+def _write_dicomdir(scratch, target, w) -> None:
+    """A real DICOMDIR (pydicom FileSet) for a 2-slice series; only the DICOMDIR file is copied
+    to ``target`` (its instances stay in ``scratch`` so they do not join the indexed tree)."""
+    _, paths = w.write_series(scratch / "src", "CT", [0, 2])
+    fileset = FileSet()
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.PatientName, ds.StudyTime, ds.StudyID = "SYN", "120000", "1"
+        fileset.add(ds)
+    fileset.write(scratch / "media")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(scratch / "media" / "DICOMDIR", target)
+
+
+def test_skips_non_image_objects_and_junk(tmp_path, tmp_path_factory, dicom_writers, shared_data):
     w = dicom_writers
     w.write_series(tmp_path / "Subject" / "Study" / "CT", "CT", [0, 2, 4])
+    _write_dicomdir(tmp_path_factory.mktemp("fileset"), tmp_path / "CD" / "DICOMDIR", w)
     rt = w.base_dataset(w.RTSTRUCT_STORAGE, "RTSTRUCT", "1.2.3.4.5")
     w.save(rt, tmp_path / "Subject" / "Study" / "RT" / "1-1.dcm")
     seg = w.base_dataset(w.SEG_STORAGE, "SEG", "1.2.3.4.6")
@@ -60,7 +77,22 @@ def test_skips_non_image_objects_and_junk(tmp_path, dicom_writers, shared_data):
     assert reasons["Subject/Study/CT/truncated.dcm"] == (
         "truncated file (3000 bytes, pixel data alone needs 46046)"
     )
-    assert len(index.skipped) == 6
+    dicomdir = pydicom.dcmread(tmp_path / "CD" / "DICOMDIR", stop_before_pixels=True)
+    assert dicomdir.file_meta.MediaStorageSOPClassUID == "1.2.840.10008.1.3.10"
+    assert reasons["CD/DICOMDIR"] == "DICOMDIR (media directory, not an image)"
+    assert len(index.skipped) == 7
+    # build-dataset's summary: counts per reason, most frequent first, one example each; the
+    # metadata.csv of an NBIA download is recognised (build-dataset does not warn about it)
+    assert describe_skipped(index.skipped, tmp_path) == (
+        "2 not a DICOM file (e.g. empty.dcm), "
+        "1 DICOMDIR (media directory, not an image) (e.g. CD/DICOMDIR), "
+        "1 missing SeriesInstanceUID (e.g. Subject/Study/CT/broken.dcm), "
+        "1 non-image object: RTSTRUCT (RT structure set) (e.g. Subject/Study/RT/1-1.dcm), "
+        "1 non-image object: SEG (segmentation) (e.g. Subject/Study/SEG/1-1.dcm), "
+        "1 truncated file (3000 bytes, pixel data alone needs 46046) "
+        "(e.g. Subject/Study/CT/truncated.dcm)"
+    )
+    assert [s.path.name for s in index.skipped if is_nbia_metadata(s)] == ["metadata.csv"]
 
 
 def test_file_without_preamble_is_read(tmp_path, dicom_writers):
