@@ -1,8 +1,9 @@
 """MS-IQA throughput: training and inference images/s at batch 16, 224 x 224 (random init).
 
-    .venv/bin/python benchmarks/msiqa_throughput.py [--device cpu|cuda] [--steps N] [--batch 16]
+    .venv/bin/python benchmarks/msiqa_throughput.py [--device auto|cpu|cuda] [--steps N] [--batch 16]
 
-On CUDA it uses bf16 autocast (fp16 + GradScaler where bf16 is unsupported) and channels_last.
+``--device auto`` (the default) uses CUDA when it is available, else the CPU. On CUDA it uses
+bf16 autocast (fp16 + GradScaler where bf16 is unsupported) and channels_last.
 """
 
 from __future__ import annotations
@@ -13,16 +14,25 @@ import time
 import torch
 
 from petctiqa.msiqa.loss import msiqa_loss
-from petctiqa.msiqa.model import MsIqa
+from petctiqa.msiqa.model import MsIqa, MsIqaConfig
+from petctiqa.msiqa.train import resolve_device
 
 
-def measure(device: str, batch: int, steps: int) -> dict[str, float]:
-    dev = torch.device(device)
+def measure(
+    device: str, batch: int, steps: int, config: MsIqaConfig | None = None
+) -> dict[str, float]:
+    """Images/s for training steps (Adam, MS-IQA loss) and inference, after one warm-up step.
+
+    ``device``: "auto", "cpu" or "cuda"; ``config`` defaults to the paper's full model.
+    """
+    dev = resolve_device(device)
+    config = config or MsIqaConfig()
     torch.manual_seed(0)
-    model = MsIqa().to(dev)
+    model = MsIqa(config).to(dev)
     amp = dev.type == "cuda"
     dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
-    x = torch.randn(batch, 3, 224, 224, device=dev)
+    size = config.image_size
+    x = torch.randn(batch, 3, size, size, device=dev)
     if amp:
         model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -46,7 +56,7 @@ def measure(device: str, batch: int, steps: int) -> dict[str, float]:
         with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype, enabled=amp):
             model(x)
 
-    out = {}
+    out: dict[str, float] = {}
     for name, step, mode in (("train", train_step, True), ("inference", infer_step, False)):
         model.train(mode)
         step()  # warm-up
@@ -61,13 +71,15 @@ def measure(device: str, batch: int, steps: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=2)
     args = parser.parse_args()
-    result = measure(args.device, args.batch, args.steps)
+    device = resolve_device(args.device)
+    result = measure(str(device), args.batch, args.steps)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(
-        f"device={args.device} threads={torch.get_num_threads()} batch={args.batch} "
+        f"device={device.type} ({name}) threads={torch.get_num_threads()} batch={args.batch} "
         f"steps={args.steps}: train {result['train']:.2f} images/s, "
         f"inference {result['inference']:.2f} images/s"
     )

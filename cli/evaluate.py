@@ -62,8 +62,16 @@ def evaluate(
     from petctiqa.errors import ModelError
     from petctiqa.msiqa import evaluation as ev
     from petctiqa.msiqa.data import load_iqa_dataset
+    from petctiqa_cli.train import echo_warnings
 
-    dataset = load_iqa_dataset(data_path)
+    with echo_warnings():
+        dataset = load_iqa_dataset(data_path)
+    if dataset.simulated:
+        click.echo(
+            "warning: the ratings are SIMULATED (collect-ratings simulate): these metrics say "
+            "nothing about real readers",
+            err=True,
+        )
     if level_table_lopo:
         rows = ev.level_table_lopo(dataset)
         for patient, s, p in rows:
@@ -76,15 +84,16 @@ def evaluate(
             return
     if checkpoint is None and not baselines:
         raise ModelError("evaluate: give --checkpoint and/or --baselines")
-    result = ev.evaluate(
-        checkpoint,
-        dataset,
-        baselines=baselines,
-        device=device,
-        n_boot=n_boot,
-        seed=seed,
-        progress=True,
-    )
+    with echo_warnings():
+        result = ev.evaluate(
+            checkpoint,
+            dataset,
+            baselines=baselines,
+            device=device,
+            n_boot=n_boot,
+            seed=seed,
+            progress=True,
+        )
     click.echo(ev.format_table(result))
     if out_path is not None:
         ev.write_table_csv(out_path, result)

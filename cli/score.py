@@ -32,6 +32,13 @@ import click
     type=click.IntRange(1),
     help="For DICOM PET/CT folders: score every N-th CT slice in the PET overlap.",
 )
+@click.option(
+    "--protocol",
+    default=None,
+    help="Dataset protocol (shipped name or TOML) to render DICOM studies with "
+    "[default: the one stored in the checkpoint, else pet-ct-iqa-ds]; warns when it renders "
+    "differently from the checkpoint's.",
+)
 def score(
     images: tuple[Path, ...],
     checkpoint: Path,
@@ -39,6 +46,7 @@ def score(
     device: str,
     batch_size: int,
     slice_stride: int,
+    protocol: str | None,
 ) -> None:
     """Score PNG/JPEG/TIFF images, image folders or DICOM PET/CT study folders.
 
@@ -47,13 +55,19 @@ def score(
       petctiqa score image.png --checkpoint run/best.pt
       petctiqa score ds/images/ --checkpoint run/best.pt --out scores.csv
       petctiqa score study_dicom/ --checkpoint run/best.pt --slice-stride 10 --out s.json
+      petctiqa score study_dicom/ --checkpoint run/best.pt --protocol pet-ct-iqa-ds-shot
+
+    Inputs get the checkpoint's stored preprocessing; DICOM slices are rendered with the render
+    settings stored in the checkpoint unless --protocol is given.
     """
     from petctiqa.msiqa.score import Scorer, write_scores
+    from petctiqa_cli.train import echo_warnings
 
-    scorer = Scorer(checkpoint, device)
-    records = scorer.score(
-        list(images), batch_size=batch_size, slice_stride=slice_stride, progress=True
-    )
+    with echo_warnings():
+        scorer = Scorer(checkpoint, device, protocol=protocol)
+        records = scorer.score(
+            list(images), batch_size=batch_size, slice_stride=slice_stride, progress=True
+        )
     if out_path is not None:
         write_scores(out_path, records)
         click.echo(f"{len(records)} scores written to {out_path}", err=True)

@@ -2,9 +2,77 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
+
+
+def _main_rank() -> bool:
+    """Rank 0 of a torchrun job, or not distributed (before or after the process group)."""
+    import sys
+
+    if "torch.distributed" in sys.modules:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+@contextlib.contextmanager
+def echo_warnings() -> Iterator[None]:
+    """Show Python warnings as one ``warning: ...`` line on stderr (rank 0 only under DDP)."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if _main_rank():
+            click.echo(f"warning: {message}", err=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = show
+        yield
+
+
+def report_single(result) -> None:
+    """Print a run's last-epoch (unbiased) and best-epoch (test-selected) figures (rank 0)."""
+    if not _main_rank():
+        return
+    sim = " [SIMULATED ratings]" if result.simulated else ""
+    click.echo(
+        f"last epoch {result.last_epoch}: SROCC {result.last_srocc:.4f} "
+        f"PLCC {result.last_plcc:.4f} (unbiased; {result.last_checkpoint}){sim}"
+    )
+    click.echo(
+        f"best epoch {result.best_epoch}: SROCC {result.best_srocc:.4f} "
+        f"PLCC {result.best_plcc:.4f} (chosen by test SROCC: optimistic; "
+        f"{result.best_checkpoint})"
+    )
+
+
+def report_folds(result, out_dir: Path) -> None:
+    """Print per-fold and mean +- std figures, last epoch and best epoch (rank 0)."""
+    if not _main_rank():
+        return
+    for i, fold in enumerate(result.folds, start=1):
+        click.echo(
+            f"fold {i}: last epoch {fold.last_epoch} SROCC {fold.last_srocc:.4f} "
+            f"PLCC {fold.last_plcc:.4f}; best epoch {fold.best_epoch} "
+            f"SROCC {fold.best_srocc:.4f} PLCC {fold.best_plcc:.4f}"
+        )
+    click.echo(
+        f"last epoch (unbiased): SROCC {result.last_srocc_mean:.4f} +- "
+        f"{result.last_srocc_std:.4f}  PLCC {result.last_plcc_mean:.4f} +- "
+        f"{result.last_plcc_std:.4f}"
+    )
+    click.echo(
+        f"best epoch (chosen on the test fold: optimistic): SROCC {result.srocc_mean:.4f} +- "
+        f"{result.srocc_std:.4f}  PLCC {result.plcc_mean:.4f} +- {result.plcc_std:.4f}  "
+        f"({out_dir}/folds.csv)"
+    )
 
 
 @click.command("train")
@@ -67,16 +135,36 @@ import click
 @click.option(
     "--pretrained",
     is_flag=True,
-    help="Start from ImageNet weights (local files or the offline timm/HF cache).",
+    help="Start both trunks from ImageNet weights (local files or the offline timm/HF cache).",
 )
-@click.option("--resnet-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--swin-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--resnet-weights",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="ResNet-50 ImageNet weights (.pth/.safetensors); implies --pretrained for this trunk.",
+)
+@click.option(
+    "--swin-weights",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Swin-T ImageNet weights (.pth/.safetensors); implies --pretrained for this trunk.",
+)
+@click.option(
+    "--allow-simulated",
+    is_flag=True,
+    help="Train even though the ratings are SIMULATED (pilot runs); outputs are marked so.",
+)
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt (per fold with --folds).")
 @click.option("--no-resnet", is_flag=True, help="Ablation: Swin features only.")
 @click.option("--no-swin", is_flag=True, help="Ablation: ResNet features only.")
 @click.option("--no-fusion", is_flag=True, help="Ablation: no multi-scale fusion module.")
 @click.option("--no-weighting", is_flag=True, help="Ablation: no score-regressor weighting.")
 @click.option("--stages", default="1,2,3,4", show_default=True, help="Fused stages, e.g. 1,2,3.")
+@click.option(
+    "--image-size",
+    default=224,
+    show_default=True,
+    type=click.IntRange(32),
+    help="Input size; Swin needs 224, --no-swin accepts any multiple of 32.",
+)
 @click.option(
     "--reference-weighting",
     is_flag=True,
@@ -98,12 +186,14 @@ def train(
     pretrained: bool,
     resnet_weights: Path | None,
     swin_weights: Path | None,
+    allow_simulated: bool,
     resume: bool,
     no_resnet: bool,
     no_swin: bool,
     no_fusion: bool,
     no_weighting: bool,
     stages: str,
+    image_size: int,
     reference_weighting: bool,
 ) -> None:
     """Train MS-IQA (Adam, 0.5 MSE + 0.5 ranking loss, paper defaults).
@@ -116,6 +206,10 @@ def train(
       petctiqa train --data ds/ --out run/ --resume --epochs 30
       torchrun --nproc_per_node 2 -m petctiqa_cli.main train --data ds/ --out run/
       petctiqa train --data ds/ --out abl/ --no-resnet          # Table 2 ablation
+
+    Two figures are printed: the last epoch's test SROCC/PLCC (unbiased) and the best epoch's
+    (best.pt, chosen by test SROCC, so optimistic). A weight file given with --resnet-weights or
+    --swin-weights loads that trunk even without --pretrained.
     """
     from petctiqa.errors import ModelError
     from petctiqa.msiqa.data import load_iqa_dataset
@@ -134,6 +228,7 @@ def train(
         use_weighting=not no_weighting,
         stages=stage_tuple,
         reference_weighting=reference_weighting,
+        image_size=image_size,
     )
     options = TrainOptions(
         epochs=epochs,
@@ -148,27 +243,18 @@ def train(
         pretrained=pretrained,
         resnet_weights=resnet_weights,
         swin_weights=swin_weights,
+        allow_simulated=allow_simulated,
         resume=resume,
         model=config,
     )
-    dataset = load_iqa_dataset(data_path)
-    click.echo(
-        f"{dataset.layout}: {len(dataset.samples)} images, {len(dataset.groups)} patients", err=True
-    )
-    if folds:
-        result = train_folds(dataset, out_dir, folds, options)
-        for i, fold in enumerate(result.folds, start=1):
+    with echo_warnings():
+        dataset = load_iqa_dataset(data_path)
+        if _main_rank():
             click.echo(
-                f"fold {i}: best epoch {fold.best_epoch} SROCC {fold.best_srocc:.4f} "
-                f"PLCC {fold.best_plcc:.4f}"
+                f"{dataset.layout}: {len(dataset.samples)} images, {len(dataset.groups)} patients",
+                err=True,
             )
-        click.echo(
-            f"SROCC {result.srocc_mean:.4f} +- {result.srocc_std:.4f}  "
-            f"PLCC {result.plcc_mean:.4f} +- {result.plcc_std:.4f}  ({out_dir}/folds.csv)"
-        )
-        return
-    result = run_train(dataset, out_dir, options)
-    click.echo(
-        f"best epoch {result.best_epoch}: SROCC {result.best_srocc:.4f} "
-        f"PLCC {result.best_plcc:.4f}; checkpoint {result.best_checkpoint}"
-    )
+        if folds:
+            report_folds(train_folds(dataset, out_dir, folds, options), out_dir)
+        else:
+            report_single(run_train(dataset, out_dir, options))

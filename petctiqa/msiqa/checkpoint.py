@@ -3,9 +3,14 @@
 Keys: ``format`` ("petctiqa-msiqa"), ``format_version`` (1), ``architecture`` ("MS-IQA"),
 ``config`` (:class:`MsIqaConfig` as a dict), ``label_scale`` ({"low", "high"}: the MOS values that
 map to 0 and 1 in training), ``mos_range`` (the rating scale, (0, 4)), ``versions`` (petctiqa,
-torch, timm), ``model`` (state dict), and training state (``epoch``, ``optimizer``, ``scaler``,
-``history``, ``best``, ``train_groups``, ``test_groups``, ``rng``) where present. Files are
-written atomically and read with ``weights_only=True`` (no code runs on load).
+torch, timm), ``model`` (state dict), ``preprocessing`` (:class:`Preprocessing` as a dict),
+``render_protocol`` ({"name", "render"} of the build-dataset protocol the training images were
+rendered with, or None), ``simulated`` (trained on simulated ratings), and training state
+(``epoch``, ``optimizer``, ``scaler``, ``history``, ``best``, ``train_groups``, ``test_groups``,
+``rng``, ``rng_ranks``) where present. Checkpoints written before ``preprocessing`` and
+``render_protocol`` existed load with the defaults (bicubic resize to the model's image size,
+mean = std = 0.5; no render protocol). Files are written atomically and read with
+``weights_only=True`` (no code runs on load).
 """
 
 from __future__ import annotations
@@ -105,12 +110,34 @@ def read_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
     return data
 
 
+def checkpoint_preprocessing(data: dict[str, Any], image_size: int, path: Path | str = ""):
+    """The checkpoint's :class:`Preprocessing`; older checkpoints get the defaults."""
+    from petctiqa.errors import DatasetError
+    from petctiqa.msiqa.data import Preprocessing
+
+    stored = data.get("preprocessing")
+    if stored is None:
+        return Preprocessing(size=image_size)
+    try:
+        prep = Preprocessing.from_dict(dict(stored))
+    except (DatasetError, TypeError, ValueError) as exc:
+        raise ModelError(f"{path}: bad preprocessing entry ({exc})") from None
+    if prep.size != image_size:
+        raise ModelError(
+            f"{path}: preprocessing size {prep.size} does not match the model's image size "
+            f"{image_size}"
+        )
+    return prep
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     model: Any
     """MsIqa in eval mode on the requested device."""
     label_scale: LabelScale
     payload: dict[str, Any]
+    preprocessing: Any = None
+    """:class:`petctiqa.msiqa.data.Preprocessing` for this model's inputs."""
 
 
 def load_model(path: Path, device: str = "cpu") -> LoadedModel:
@@ -126,4 +153,9 @@ def load_model(path: Path, device: str = "cpu") -> LoadedModel:
         first = str(exc).splitlines()[0]
         raise ModelError(f"{path}: weights do not match the stored config ({first})") from None
     scale = LabelScale(float(data["label_scale"]["low"]), float(data["label_scale"]["high"]))
-    return LoadedModel(model=model.to(device).eval(), label_scale=scale, payload=data)
+    return LoadedModel(
+        model=model.to(device).eval(),
+        label_scale=scale,
+        payload=data,
+        preprocessing=checkpoint_preprocessing(data, config.image_size, path),
+    )

@@ -14,19 +14,31 @@ Layouts (detected by :func:`load_iqa_dataset`):
 - Generic CSV: columns ``path`` (or ``image``), ``mos``, optional ``group`` (or ``patient_id``)
   and ``split``; paths are relative to the CSV's folder.
 
-Image preprocessing (the reference code's): RGB, bicubic resize to 224 x 224, [0, 1],
-``(x - 0.5) / 0.5``. Float TIFF slices are read as one channel, clipped to [0, 1] when their values
-lie within [-0.05, 1.05] (the LDCTIQAC2023 convention) or min-max scaled per image otherwise,
-resized bicubically, and repeated to three channels.
+Ratings files written by ``collect-ratings export`` (``mos.csv``, or one passed as a CSV):
+
+- rows with ``n == 0`` and an empty ``mos`` are images nobody rated yet: they are skipped with a
+  :class:`DataWarning` that gives the count; any other missing or non-finite MOS is an error;
+- a file that starts with the ``# SIMULATED`` banner or has a true ``simulated`` value marks the
+  dataset :attr:`IqaDataset.simulated` (training refuses it unless explicitly allowed).
+
+Without patient IDs (no ``groups.csv``, no group column) each image is its own group, so splits
+are per image, not per patient: a :class:`DataWarning` says so.
+
+Image preprocessing (:class:`Preprocessing`, the reference code's): RGB, bicubic resize to
+224 x 224, [0, 1], ``(x - mean) / std`` with mean = std = 0.5. Float TIFF slices are read as one
+channel, clipped to [0, 1] when their values lie within [-0.05, 1.05] (the LDCTIQAC2023
+convention) or min-max scaled per image otherwise, resized, and repeated to three channels.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,6 +49,73 @@ from petctiqa.seeding import rng_for
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 SPLITS = ("train", "test")
+SIMULATED_BANNER_PREFIX = "# SIMULATED"
+"""First line of every collect-ratings export that holds simulated ratings."""
+INTERPOLATIONS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+
+
+class DataWarning(UserWarning):
+    """Something about the data that the user must know but that does not stop the run."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image file becomes a network input (stored in every checkpoint).
+
+    RGB (float TIFF slices: one channel repeated), resized to ``size`` x ``size`` with
+    ``interpolation``, scaled to [0, 1], then ``(x - mean) / std`` per channel. The defaults are
+    the reference code's (bicubic 224, mean = std = 0.5).
+    """
+
+    size: int = 224
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in INTERPOLATIONS:
+            raise DatasetError(
+                f"preprocessing: interpolation {self.interpolation!r} is not one of "
+                f"{', '.join(INTERPOLATIONS)}"
+            )
+        mean = tuple(float(v) for v in self.mean)
+        std = tuple(float(v) for v in self.std)
+        if len(mean) != 3 or len(std) != 3 or not all(v > 0 for v in std):
+            raise DatasetError(
+                f"preprocessing: mean/std must be 3 values each, std > 0 (got {mean}, {std})"
+            )
+        if int(self.size) != self.size or self.size < 1:
+            raise DatasetError(f"preprocessing: size must be a positive integer, got {self.size}")
+        object.__setattr__(self, "size", int(self.size))
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "interpolation": self.interpolation,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise DatasetError(f"preprocessing: unknown keys {sorted(unknown)}")
+        values = dict(data)
+        for key in ("mean", "std"):
+            if key in values:
+                values[key] = tuple(float(v) for v in values[key])
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -63,6 +142,16 @@ class IqaDataset:
     layout: str
     """"build-dataset", "pet-ct-iqa-ds", "ldctiqac2023" or "csv"."""
     samples: tuple[IqaSample, ...]
+    simulated: bool = False
+    """True when the ratings file says (banner or ``simulated`` column) that it holds
+    simulated ratings."""
+    grouped: bool = True
+    """False when the data names no patients (each image is then its own group)."""
+    skipped_unrated: int = 0
+    """Rows of the ratings file skipped because nobody rated the image yet (n == 0)."""
+    render_protocol: dict[str, Any] | None = field(default=None, compare=False)
+    """For a build-dataset folder with ``dataset.json``: ``{"name", "render"}`` of the protocol
+    the images were rendered with."""
 
     @property
     def groups(self) -> list[str]:
@@ -95,14 +184,47 @@ def load_iqa_dataset(path: str | Path) -> IqaDataset:
     )
 
 
-def _finish(root: Path, layout: str, samples: list[IqaSample]) -> IqaDataset:
+def _finish(
+    root: Path,
+    layout: str,
+    samples: list[IqaSample],
+    *,
+    simulated: bool = False,
+    grouped: bool = True,
+    group_hint: str = "",
+    skipped: tuple[Path, int] | None = None,
+    render_protocol: dict[str, Any] | None = None,
+) -> IqaDataset:
+    if skipped is not None and skipped[1]:
+        warnings.warn(
+            f"{skipped[0]}: skipped {skipped[1]} unrated image(s) (n = 0, empty mos); "
+            f"using the {len(samples)} rated one(s)",
+            DataWarning,
+            stacklevel=3,
+        )
     if not samples:
         raise DatasetError(f"{root}: no rated images found")
     missing = [s.image for s in samples if not s.image.is_file()]
     if missing:
         raise DatasetError(f"{missing[0]}: image listed in {root} does not exist")
     check_patient_split(samples)
-    return IqaDataset(root=root, layout=layout, samples=tuple(samples))
+    if not grouped:
+        warnings.warn(
+            f"{root}: no patient IDs ({group_hint}), so each image is its own group: train/test "
+            "splits and --folds are per IMAGE, not by patient, and images of one patient or "
+            "slice can be on both sides (optimistic test metrics)",
+            DataWarning,
+            stacklevel=3,
+        )
+    return IqaDataset(
+        root=root,
+        layout=layout,
+        samples=tuple(samples),
+        simulated=simulated,
+        grouped=grouped,
+        skipped_unrated=skipped[1] if skipped is not None else 0,
+        render_protocol=render_protocol,
+    )
 
 
 def _mos_value(value: object, where: str) -> float:
@@ -113,6 +235,58 @@ def _mos_value(value: object, where: str) -> float:
     if not math.isfinite(mos):
         raise DatasetError(f"{where}: mos {value!r} is not finite")
     return mos
+
+
+def _unrated(frame: pd.DataFrame, row: pd.Series, where: str) -> bool:
+    """True for a collect-ratings row of an image nobody rated yet (n == 0, empty mos)."""
+    if "n" not in frame.columns or pd.isna(row["n"]):
+        return False
+    try:
+        count = float(row["n"])
+    except (TypeError, ValueError):
+        raise DatasetError(f"{where}: n {row['n']!r} is not a number") from None
+    if count != 0:
+        return False
+    if not pd.isna(row["mos"]):
+        raise DatasetError(f"{where}: mos {row['mos']} given for an image with n = 0 ratings")
+    return True
+
+
+def _truthy(value: object) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    return bool(value)
+
+
+def _is_simulated(path: Path, frame: pd.DataFrame) -> bool:
+    """The ``# SIMULATED`` banner on the first line, or any true ``simulated`` value."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            first = handle.readline()
+    except OSError:
+        first = ""
+    if first.lstrip().upper().startswith(SIMULATED_BANNER_PREFIX):
+        return True
+    return "simulated" in frame.columns and any(_truthy(v) for v in frame["simulated"])
+
+
+def _dataset_render_protocol(root: Path) -> dict[str, Any] | None:
+    """``{"name", "render"}`` from a build-dataset folder's ``dataset.json``, or None."""
+    path = root / "dataset.json"
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot read JSON ({exc})") from None
+    settings = info.get("settings") if isinstance(info, dict) else None
+    protocol = settings.get("protocol") if isinstance(settings, dict) else None
+    render = protocol.get("render") if isinstance(protocol, dict) else None
+    if not isinstance(render, dict):
+        return None
+    return {"name": str(info.get("protocol") or protocol.get("name") or ""), "render": render}
 
 
 def _split_value(value: object, where: str) -> str | None:
@@ -166,8 +340,12 @@ def _load_build_dataset(root: Path) -> IqaDataset:
                 if isinstance(ref, str) and ref
             }
     samples = []
+    skipped = 0
     for i, row in frame.iterrows():
         where = f"{mos_path}:{i + 2}"
+        if _unrated(frame, row, where):
+            skipped += 1
+            continue
         patient = str(row["patient_id"])
         split = _split_value(row["split"], where) if "split" in frame.columns else None
         listed = split_of.get(patient)
@@ -188,7 +366,14 @@ def _load_build_dataset(root: Path) -> IqaDataset:
                 reference=references.get(rel),
             )
         )
-    return _finish(root, "build-dataset", samples)
+    return _finish(
+        root,
+        "build-dataset",
+        samples,
+        simulated=_is_simulated(mos_path, frame),
+        skipped=(mos_path, skipped),
+        render_protocol=_dataset_render_protocol(root),
+    )
 
 
 def _find_image(root: Path, name: str, folders: Sequence[str]) -> Path:
@@ -208,6 +393,13 @@ def _read_groups_csv(root: Path) -> dict[str, pd.Series]:
     return {str(row["image"]): row for _, row in frame.iterrows()}
 
 
+def _patient_of(info: pd.Series | None, name: str) -> tuple[str, bool]:
+    """(group, known): the patient from groups.csv, else the image name itself."""
+    if info is not None and "patient" in info.index and not pd.isna(info["patient"]):
+        return str(info["patient"]), True
+    return name, False
+
+
 def _load_petct_release(root: Path) -> IqaDataset:
     label_path = root / "label.txt"
     try:
@@ -217,6 +409,7 @@ def _load_petct_release(root: Path) -> IqaDataset:
     groups = _read_groups_csv(root)
     folder_split = (root / "train").is_dir() and (root / "test").is_dir()
     samples = []
+    ungrouped = 0
     for number, line in enumerate(lines, start=1):
         text = line.strip()
         if not text or text.startswith("#"):
@@ -230,7 +423,8 @@ def _load_petct_release(root: Path) -> IqaDataset:
         name = parts[0]
         image = _find_image(root, name, ("test", "train", "images"))
         info = groups.get(name)
-        patient = str(info["patient"]) if info is not None and "patient" in info.index else name
+        patient, known = _patient_of(info, name)
+        ungrouped += not known
         split = None
         if folder_split and image.parent.name in SPLITS:
             split = image.parent.name
@@ -250,7 +444,13 @@ def _load_petct_release(root: Path) -> IqaDataset:
                 slice_id=slice_id,
             )
         )
-    return _finish(root, "pet-ct-iqa-ds", _attach_level0_references(samples))
+    return _finish(
+        root,
+        "pet-ct-iqa-ds",
+        _attach_level0_references(samples),
+        grouped=bool(samples) and not ungrouped,
+        group_hint="no groups.csv with a patient column",
+    )
 
 
 def _attach_level0_references(samples: list[IqaSample]) -> list[IqaSample]:
@@ -275,9 +475,11 @@ def _load_ldctiqac(root: Path) -> IqaDataset:
         raise DatasetError(f"{json_path}: expected an object {{name: score}}")
     groups = _read_groups_csv(root)
     samples = []
+    ungrouped = 0
     for name, value in sorted(labels.items()):
         info = groups.get(name)
-        patient = str(info["patient"]) if info is not None and "patient" in info.index else name
+        patient, known = _patient_of(info, name)
+        ungrouped += not known
         samples.append(
             IqaSample(
                 image=_find_image(root, name, ("image", "images")),
@@ -286,7 +488,13 @@ def _load_ldctiqac(root: Path) -> IqaDataset:
                 group=patient,
             )
         )
-    return _finish(root, "ldctiqac2023", samples)
+    return _finish(
+        root,
+        "ldctiqac2023",
+        samples,
+        grouped=bool(samples) and not ungrouped,
+        group_hint="the release has no patient IDs; add a groups.csv with image,patient",
+    )
 
 
 def _load_generic_csv(path: Path) -> IqaDataset:
@@ -295,8 +503,12 @@ def _load_generic_csv(path: Path) -> IqaDataset:
     _require(frame, path, (path_column, "mos"))
     group_column = next((c for c in ("group", "patient_id", "patient") if c in frame.columns), None)
     samples = []
+    skipped = 0
     for i, row in frame.iterrows():
         where = f"{path}:{i + 2}"
+        if _unrated(frame, row, where):
+            skipped += 1
+            continue
         image = Path(str(row[path_column]))
         image = image if image.is_absolute() else path.parent / image
         samples.append(
@@ -309,7 +521,15 @@ def _load_generic_csv(path: Path) -> IqaDataset:
                 levels=_levels(row),
             )
         )
-    return _finish(path.parent, "csv", samples)
+    return _finish(
+        path.parent,
+        "csv",
+        samples,
+        simulated=_is_simulated(path, frame),
+        grouped=group_column is not None,
+        group_hint="no group, patient_id or patient column",
+        skipped=(path, skipped),
+    )
 
 
 # ---------------------------------------------------------------------------------- splits
@@ -429,25 +649,38 @@ def _float_image(array: np.ndarray, path: Path) -> Image.Image:
     return Image.fromarray(unit.astype(np.float32), mode="F")
 
 
-def image_to_array(image: Image.Image, size: int = 224) -> np.ndarray:
-    """PIL image -> float32 (3, size, size), bicubic resize, normalised ``(x - 0.5) / 0.5``."""
+def image_to_array(
+    image: Image.Image, size: int = 224, preprocessing: Preprocessing | None = None
+) -> np.ndarray:
+    """PIL image -> C-contiguous float32 (3, S, S) network input, per ``preprocessing``
+    (default: :class:`Preprocessing` with ``size``: bicubic, ``(x - 0.5) / 0.5``)."""
+    prep = preprocessing if preprocessing is not None else Preprocessing(size=size)
+    size = prep.size
     if image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.BICUBIC)
+        image = image.resize((size, size), INTERPOLATIONS[prep.interpolation])
     if image.mode == "F":
         unit = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
         chw = np.broadcast_to(unit, (3, size, size))
     else:
         chw = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0
-    return ((chw - 0.5) / 0.5).astype(np.float32)
+    mean = np.asarray(prep.mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(prep.std, dtype=np.float32)[:, None, None]
+    # C order: a transposed (HWC-strided) array would reach torch as a channels_last tensor.
+    return np.ascontiguousarray((chw - mean) / std, dtype=np.float32)
 
 
-def rgb_to_array(rgb: np.ndarray, size: int = 224) -> np.ndarray:
-    """uint8 (H, W, 3) RGB -> float32 (3, size, size) network input."""
-    return image_to_array(Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB"), size)
+def rgb_to_array(
+    rgb: np.ndarray, size: int = 224, preprocessing: Preprocessing | None = None
+) -> np.ndarray:
+    """uint8 (H, W, 3) RGB -> float32 (3, S, S) network input."""
+    image = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB")
+    return image_to_array(image, size, preprocessing)
 
 
-def load_input(path: Path, size: int = 224) -> np.ndarray:
-    return image_to_array(read_image(path), size)
+def load_input(
+    path: Path, size: int = 224, preprocessing: Preprocessing | None = None
+) -> np.ndarray:
+    return image_to_array(read_image(path), size, preprocessing)
 
 
 class ImageFolderDataset:

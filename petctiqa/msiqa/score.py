@@ -1,26 +1,40 @@
 """Score images with a trained MS-IQA checkpoint (batched; 0..4 MOS scale).
 
 Inputs: image files (PNG, JPEG, TIFF, BMP), folders of images (searched recursively, sorted),
-and folders holding a DICOM PET/CT study: these are rendered with the dataset protocol first
+and folders holding a DICOM PET/CT study: these are rendered first
 (``petctiqa.render.render_slice`` on every ``slice_stride``-th CT slice inside the PET/CT overlap)
 and each rendered slice is scored. Scores are the model output mapped back through the
 checkpoint's label scale; they are not clipped, so a value may stray slightly outside 0..4.
+
+Images are turned into network inputs with the checkpoint's stored preprocessing (resize size,
+interpolation, mean/std). DICOM slices are rendered with the render settings stored in the
+checkpoint (the build-dataset protocol its training images were made with) unless a protocol is
+given; when the given protocol renders differently from the stored one, a
+:class:`RenderProtocolWarning` says so before the first DICOM study is scored. Checkpoints without
+a stored protocol render with the default dataset protocol.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from petctiqa.atomic import atomic_write_text
 from petctiqa.errors import DatasetError
 from petctiqa.msiqa.data import IMAGE_SUFFIXES, load_input, rgb_to_array
+
+
+class RenderProtocolWarning(UserWarning):
+    """DICOM slices are rendered differently from the checkpoint's training images."""
 
 
 @dataclass(frozen=True)
@@ -63,8 +77,11 @@ def expand_inputs(inputs: Sequence[Path]) -> list[Path]:
     return out
 
 
-def render_dicom_study(folder: Path, slice_stride: int = 1) -> Iterator[RenderedInput]:
-    """Render every ``slice_stride``-th CT slice inside each PET/CT pair's overlap."""
+def render_dicom_study(
+    folder: Path, slice_stride: int = 1, settings=None
+) -> Iterator[RenderedInput]:
+    """Render every ``slice_stride``-th CT slice inside each PET/CT pair's overlap, with
+    ``settings`` (:class:`petctiqa.protocol.RenderSettings`; default: the dataset protocol's)."""
     from petctiqa.dicom.index import index_dicom_tree
     from petctiqa.dicom.pairing import find_pet_ct_pairs
     from petctiqa.dicom.suv import load_pet_suv
@@ -75,7 +92,8 @@ def render_dicom_study(folder: Path, slice_stride: int = 1) -> Iterator[Rendered
     pairs = find_pet_ct_pairs(index_dicom_tree(folder))
     if not pairs:
         raise DatasetError(f"{folder}: no images and no PET/CT pair found")
-    settings = load_dataset_protocol().render
+    if settings is None:
+        settings = load_dataset_protocol().render
     for pair in pairs:
         ct = load_volume(pair.ct)
         pet = load_pet_suv(pair.pet)
@@ -88,21 +106,80 @@ def render_dicom_study(folder: Path, slice_stride: int = 1) -> Iterator[Rendered
             yield RenderedInput(label, rgb)
 
 
+def stored_render_settings(payload: dict[str, Any]):
+    """(protocol name, RenderSettings) stored in a checkpoint, or (None, None)."""
+    from petctiqa.protocol import RenderSettings
+
+    stored = payload.get("render_protocol")
+    if not isinstance(stored, dict) or not isinstance(stored.get("render"), dict):
+        return None, None
+    known = {f.name for f in dataclasses.fields(RenderSettings)}
+    render = {k: v for k, v in stored["render"].items() if k in known}
+    unknown = sorted(set(stored["render"]) - known)
+    if unknown:
+        warnings.warn(
+            f"checkpoint render protocol {stored.get('name')!r}: render settings "
+            f"{', '.join(unknown)} are unknown to this petctiqa and are ignored",
+            RenderProtocolWarning,
+            stacklevel=3,
+        )
+    return str(stored.get("name") or "?"), RenderSettings(**render)
+
+
+def render_differences(stored, chosen) -> list[str]:
+    """``"field: checkpoint X, now Y"`` for each RenderSettings field that differs."""
+    return [
+        f"{f.name}: checkpoint {getattr(stored, f.name)!r}, now {getattr(chosen, f.name)!r}"
+        for f in dataclasses.fields(stored)
+        if getattr(stored, f.name) != getattr(chosen, f.name)
+    ]
+
+
 class Scorer:
-    """A loaded checkpoint ready to score batches on one device."""
+    """A loaded checkpoint ready to score batches on one device.
+
+    ``protocol`` (a shipped dataset-protocol name or a TOML path) renders DICOM studies; by
+    default the render settings stored in the checkpoint are used (else the default protocol).
+    """
 
     def __init__(
-        self, checkpoint: Path, device: str = "auto", amp: str = "off", channels_last: bool = False
+        self,
+        checkpoint: Path,
+        device: str = "auto",
+        amp: str = "off",
+        channels_last: bool = False,
+        protocol: str | Path | None = None,
     ) -> None:
         from petctiqa.msiqa.checkpoint import load_model
         from petctiqa.msiqa.train import autocast_dtype, resolve_device
+        from petctiqa.protocol import load_dataset_protocol
 
         self.device = resolve_device(device)
         loaded = load_model(Path(checkpoint), str(self.device))
         self.model = loaded.model
         self.label_scale = loaded.label_scale
         self.payload = loaded.payload
-        self.size = self.model.config.image_size
+        self.preprocessing = loaded.preprocessing
+        self.size = self.preprocessing.size
+        stored_name, stored = stored_render_settings(self.payload)
+        self.render_mismatch: str | None = None
+        if protocol is not None:
+            chosen = load_dataset_protocol(protocol)
+            self.render_name, self.render_settings = chosen.name, chosen.render
+            if stored is not None:
+                differences = render_differences(stored, chosen.render)
+                if differences:
+                    self.render_mismatch = (
+                        f"DICOM studies are rendered with protocol {chosen.name!r}, but the "
+                        f"checkpoint was trained on images rendered with {stored_name!r} "
+                        f"({'; '.join(differences)}): scores of these renders may be off; "
+                        "omit --protocol to render with the checkpoint's settings"
+                    )
+        elif stored is not None:
+            self.render_name, self.render_settings = stored_name, stored
+        else:
+            default = load_dataset_protocol()
+            self.render_name, self.render_settings = default.name, default.render
         self.amp_dtype = autocast_dtype(self.device, amp)
         self.channels_last = channels_last
         if channels_last:
@@ -144,6 +221,8 @@ class Scorer:
         from tqdm import tqdm
 
         items = expand_inputs(inputs)
+        if self.render_mismatch and any(item.is_dir() for item in items):
+            warnings.warn(self.render_mismatch, RenderProtocolWarning, stacklevel=2)
         records: list[ScoreRecord] = []
         labels: list[str] = []
         arrays: list[np.ndarray] = []
@@ -161,11 +240,11 @@ class Scorer:
         for item in tqdm(items, desc="score", unit="input", disable=not progress):
             if item.is_dir():
                 sources = (
-                    (r.label, rgb_to_array(r.rgb, self.size))
-                    for r in render_dicom_study(item, slice_stride)
+                    (r.label, rgb_to_array(r.rgb, preprocessing=self.preprocessing))
+                    for r in render_dicom_study(item, slice_stride, self.render_settings)
                 )
             else:
-                sources = iter([(str(item), load_input(item, self.size))])
+                sources = iter([(str(item), load_input(item, preprocessing=self.preprocessing))])
             for label, array in sources:
                 labels.append(label)
                 arrays.append(array)

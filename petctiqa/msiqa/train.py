@@ -7,6 +7,11 @@ Batches: ``batch_size`` is the global batch. Each epoch's order is a permutation
 processes; under DDP each rank takes an equal share of every global batch (the ranking loss is
 computed within each rank's share). A last batch too small to give every rank two images is
 dropped. Labels are min-max normalised over the training split (stored in the checkpoint).
+
+Two figures are reported per run: the LAST epoch's test metrics (no choice was made on the test
+data: the unbiased figure) and the BEST epoch's (``best.pt``, chosen by test SROCC: optimistic,
+since the test split picked it). Under DDP only rank 0 evaluates, writes files and prints; the
+history and best epoch are broadcast so every rank returns the same :class:`TrainResult`.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import io
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,8 +32,10 @@ from petctiqa.atomic import atomic_write_bytes, atomic_write_text
 from petctiqa.errors import DatasetError, ModelError
 from petctiqa.msiqa.checkpoint import LabelScale, read_checkpoint, save_checkpoint
 from petctiqa.msiqa.data import (
+    DataWarning,
     IqaDataset,
     IqaSample,
+    Preprocessing,
     check_disjoint,
     patient_folds,
     patient_split,
@@ -44,7 +52,11 @@ METRICS_COLUMNS = (
     "test_rmse",
     "train_images_per_s",
     "epoch_seconds",
+    "best",
+    "simulated",
 )
+"""``best`` is 1 on the epoch ``best.pt`` holds (chosen by test SROCC); the last row is the
+last epoch (``last.pt``). ``simulated`` is true when the ratings were simulated."""
 
 
 @dataclass(frozen=True)
@@ -63,8 +75,13 @@ class TrainOptions:
     workers: int = 0
     test_fraction: float = 0.2
     pretrained: bool = False
+    """ImageNet weights for every trunk (explicit files or the offline caches)."""
     resnet_weights: Path | None = None
+    """A ResNet-50 weight file; implies pretraining for that trunk even without ``pretrained``."""
     swin_weights: Path | None = None
+    """A Swin-T weight file; implies pretraining for that trunk even without ``pretrained``."""
+    allow_simulated: bool = False
+    """Train on simulated ratings (refused otherwise); the outputs are then marked simulated."""
     resume: bool = False
     progress: bool = True
     eval_batch_size: int = 32
@@ -76,19 +93,33 @@ class TrainResult:
     out_dir: Path
     best_epoch: int
     best_srocc: float
+    """Test SROCC of the epoch chosen by test SROCC (``best.pt``): optimistic."""
     best_plcc: float
     last_checkpoint: Path
     best_checkpoint: Path
     history: tuple[dict[str, float], ...]
+    last_epoch: int = 0
+    last_srocc: float = math.nan
+    """Test SROCC after the last epoch (``last.pt``): the unbiased figure."""
+    last_plcc: float = math.nan
+    simulated: bool = False
+    model: Any = field(default=None, repr=False, compare=False)
+    """The trained model (last epoch, unwrapped from DDP) in this process."""
 
 
 @dataclass(frozen=True)
 class FoldsResult:
     folds: tuple[TrainResult, ...]
     srocc_mean: float
+    """Mean over folds of the best-epoch (test-selected, optimistic) SROCC."""
     srocc_std: float
     plcc_mean: float
     plcc_std: float
+    last_srocc_mean: float = math.nan
+    """Mean over folds of the last-epoch SROCC (unbiased)."""
+    last_srocc_std: float = math.nan
+    last_plcc_mean: float = math.nan
+    last_plcc_std: float = math.nan
 
 
 # ------------------------------------------------------------------------------ environment
@@ -130,6 +161,36 @@ class Dist:
         return self.rank == 0
 
 
+def is_main_process() -> bool:
+    """True on rank 0 of a torchrun job (or when not distributed)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's torch RNG state: CPU, plus every CUDA device's when CUDA is in use."""
+    import torch
+
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Undo :func:`rng_state` (CUDA states only where CUDA is available here)."""
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available():
+        for index, device_state in enumerate(list(cuda)[: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(device_state, index)
+
+
 def init_distributed(device_name: str) -> Dist:
     """Join the torchrun process group when WORLD_SIZE > 1 (nccl on CUDA, gloo on CPU)."""
     import torch
@@ -158,14 +219,16 @@ def epoch_batches(
     return batches
 
 
-def _load_batch(samples: list[IqaSample], indices: np.ndarray, size: int, pool) -> np.ndarray:
+def _load_batch(
+    samples: list[IqaSample], indices: np.ndarray, prep: Preprocessing, pool
+) -> np.ndarray:
     from petctiqa.msiqa.data import load_input
 
     paths = [samples[i].image for i in indices]
     arrays = (
-        pool.map(lambda p: load_input(p, size), paths)
+        pool.map(lambda p: load_input(p, preprocessing=prep), paths)
         if pool
-        else map(lambda p: load_input(p, size), paths)
+        else map(lambda p: load_input(p, preprocessing=prep), paths)
     )
     return np.stack(list(arrays))
 
@@ -179,17 +242,20 @@ def predict(
     progress: bool = False,
     channels_last: bool = False,
     size: int = 224,
+    preprocessing: Preprocessing | None = None,
 ) -> np.ndarray:
     """Model outputs (normalised scale, float64) for image files, batched, in eval mode."""
     from tqdm import tqdm
 
     from petctiqa.msiqa.data import load_input
 
+    prep = preprocessing if preprocessing is not None else Preprocessing(size=size)
     model.eval()
     out = np.empty(len(images), dtype=np.float64)
     starts = range(0, len(images), batch_size)
     for start in tqdm(starts, desc="predict", unit="batch", disable=not progress, leave=False):
-        batch = np.stack([load_input(p, size) for p in images[start : start + batch_size]])
+        chunk = images[start : start + batch_size]
+        batch = np.stack([load_input(p, preprocessing=prep) for p in chunk])
         out[start : start + len(batch)] = predict_arrays(
             model, batch, device, amp_dtype, channels_last
         )
@@ -217,12 +283,17 @@ def predict_arrays(
 # --------------------------------------------------------------------------------- output
 
 
-def write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:
+def write_metrics_csv(
+    path: Path, history: list[dict[str, float]], best_epoch: int = 0, simulated: bool = False
+) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=METRICS_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in history:
-        writer.writerow({k: row.get(k, "") for k in METRICS_COLUMNS})
+        values = {k: row.get(k, "") for k in METRICS_COLUMNS}
+        values["best"] = int(int(row["epoch"]) == best_epoch)
+        values["simulated"] = str(bool(simulated)).lower()
+        writer.writerow(values)
     atomic_write_text(path, buffer.getvalue())
 
 
@@ -306,6 +377,7 @@ def train(
 
     Without explicit groups the split is :func:`patient_split` (the data's own split or a
     seeded 80/20 patient split). ``options.resume`` continues from ``out_dir/last.pt``.
+    Simulated ratings are refused unless ``options.allow_simulated``.
     """
     import torch
     from tqdm import tqdm
@@ -314,6 +386,19 @@ def train(
     from petctiqa.msiqa.model import MsIqa
 
     out_dir = Path(out_dir)
+    if dataset.simulated:
+        if not options.allow_simulated:
+            raise DatasetError(
+                f"{dataset.root}: the ratings are SIMULATED (collect-ratings simulate), not from "
+                "a reader study; refusing to train on them. Pass --allow-simulated for a pilot "
+                "run (the checkpoint and metrics.csv are then marked simulated)"
+            )
+        warnings.warn(
+            f"{dataset.root}: training on SIMULATED ratings (--allow-simulated): the model and "
+            "its metrics say nothing about real readers; outputs are marked simulated",
+            DataWarning,
+            stacklevel=2,
+        )
     dist_info = init_distributed(options.device)
     device = resolve_device(options.device)
     if device.type == "cuda" and dist_info.world > 1:
@@ -349,12 +434,26 @@ def train(
         scale = LabelScale(float(mos.min()), float(mos.max()))
     targets = scale.normalise(np.array([s.mos for s in train_samples], dtype=np.float64))
 
+    simulated = dataset.simulated or bool(resume_state and resume_state.get("simulated"))
+    prep = Preprocessing(size=config.image_size)
+    render_protocol = dataset.render_protocol
+    pretrained_weights: dict[str, str] = {}
+    if resume_state is not None:
+        render_protocol = resume_state.get("render_protocol", render_protocol)
+        pretrained_weights = dict(
+            resume_state.get("train_options", {}).get("pretrained_weights", {})
+        )
+
     torch.manual_seed(derive_seed(options.seed, "msiqa/torch") % 2**63)
     model = MsIqa(config)
-    if options.pretrained and resume_state is None:
+    wants_weights = options.resnet_weights is not None or options.swin_weights is not None
+    if (options.pretrained or wants_weights) and resume_state is None:
         from petctiqa.msiqa.weights import load_pretrained_trunks
 
-        load_pretrained_trunks(model, options.resnet_weights, options.swin_weights)
+        used = load_pretrained_trunks(
+            model, options.resnet_weights, options.swin_weights, all_trunks=options.pretrained
+        )
+        pretrained_weights = {name: str(path) for name, path in used.items()}
     model.to(device)
     if options.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -371,7 +470,11 @@ def train(
         history = [dict(row) for row in resume_state.get("history", [])]
         best = dict(resume_state.get("best", best))
         start_epoch = int(resume_state["epoch"]) + 1
-        torch.set_rng_state(resume_state["rng"]["torch"])
+        saved_rng = resume_state["rng"]
+        per_rank = resume_state.get("rng_ranks")
+        if per_rank and len(per_rank) == dist_info.world:
+            saved_rng = per_rank[dist_info.rank]
+        restore_rng_state(saved_rng)
 
     net = model
     if dist_info.world > 1:
@@ -387,6 +490,9 @@ def train(
     base_payload = {
         "config": config.to_dict(),
         "label_scale": {"low": scale.low, "high": scale.high},
+        "preprocessing": prep.to_dict(),
+        "render_protocol": render_protocol,
+        "simulated": simulated,
         "train_groups": list(train_groups),
         "test_groups": list(test_groups),
         "train_options": {
@@ -395,9 +501,11 @@ def train(
             "lr": options.lr,
             "seed": options.seed,
             "amp": options.amp,
-            "pretrained": options.pretrained,
+            "pretrained": bool(pretrained_weights),
+            "pretrained_weights": pretrained_weights,
             "dataset": str(dataset.root),
             "layout": dataset.layout,
+            "simulated": simulated,
         },
     }
     try:
@@ -417,7 +525,7 @@ def train(
             )
             for batch in bar:
                 mine = np.array_split(batch, dist_info.world)[dist_info.rank]
-                x = torch.from_numpy(_load_batch(train_samples, mine, config.image_size, pool))
+                x = torch.from_numpy(_load_batch(train_samples, mine, prep, pool))
                 x = x.to(device, non_blocking=True)
                 if options.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
@@ -443,6 +551,11 @@ def train(
                 "epoch_seconds": seconds,
             }
             pred_mos = np.array([])
+            rng = rng_state()
+            rng_ranks = None
+            if dist_info.world > 1:
+                rng_ranks = [None] * dist_info.world
+                torch.distributed.all_gather_object(rng_ranks, rng)
             if dist_info.main:
                 if test_samples:
                     raw = predict(
@@ -452,7 +565,7 @@ def train(
                         options.eval_batch_size,
                         amp_dtype,
                         channels_last=options.channels_last,
-                        size=config.image_size,
+                        preprocessing=prep,
                     )
                     pred_mos = scale.denormalise(raw)
                     row.update(_correlations(pred_mos, np.array([s.mos for s in test_samples])))
@@ -470,8 +583,10 @@ def train(
                     "epoch": epoch,
                     "history": history,
                     "best": best,
-                    "rng": {"torch": torch.get_rng_state()},
+                    "rng": rng,
                 }
+                if rng_ranks is not None:
+                    payload["rng_ranks"] = rng_ranks
                 save_checkpoint(last_path, payload)
                 if improved or not best_path.is_file():
                     # best.pt is for scoring: no optimizer state (a third of last.pt's size).
@@ -485,13 +600,19 @@ def train(
                             f"epoch {epoch}: SROCC {row['test_srocc']:.3f}",
                         )
                         write_predictions(out_dir / "predictions.csv", test_samples, pred_mos)
-                write_metrics_csv(out_dir / "metrics.csv", history)
+                write_metrics_csv(out_dir / "metrics.csv", history, int(best["epoch"]), simulated)
                 plot_curves(out_dir / "curves.png", history)
             if dist_info.world > 1:
                 torch.distributed.barrier()
     finally:
         if pool is not None:
             pool.shutdown()
+    if dist_info.world > 1:
+        # Only rank 0 evaluated: give every rank its history and best epoch.
+        shared = [history, best]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        history, best = shared
+    last = history[-1] if history else {}
     return TrainResult(
         out_dir=out_dir,
         best_epoch=int(best["epoch"]),
@@ -500,14 +621,26 @@ def train(
         last_checkpoint=last_path,
         best_checkpoint=best_path,
         history=tuple(history),
+        last_epoch=int(last.get("epoch", 0)),
+        last_srocc=float(last.get("test_srocc", math.nan)),
+        last_plcc=float(last.get("test_plcc", math.nan)),
+        simulated=simulated,
+        model=model,
     )
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    array = np.array(values, dtype=np.float64)
+    return float(np.mean(array)), float(np.std(array, ddof=1)) if len(array) > 1 else 0.0
 
 
 def train_folds(
     dataset: IqaDataset, out_dir: Path, folds: int, options: TrainOptions = TrainOptions()
 ) -> FoldsResult:
     """K-fold cross-validation by patient; fold i is written to ``out_dir/fold_<i>``, the
-    summary (per-fold best SROCC/PLCC, mean, std) to ``out_dir/folds.csv``."""
+    summary to ``out_dir/folds.csv`` (by rank 0 only under DDP): per fold the last epoch's
+    test SROCC/PLCC (unbiased) and the best epoch's (chosen on the test fold: optimistic),
+    then their mean and std over folds."""
     results = []
     for i, (train_groups, test_groups) in enumerate(
         patient_folds(dataset.groups, folds, options.seed), start=1
@@ -516,22 +649,35 @@ def train_folds(
         fold_options = options
         if options.resume and not (fold_dir / "last.pt").is_file():
             fold_options = replace(options, resume=False)
-        results.append(train(dataset, fold_dir, fold_options, train_groups, test_groups))
-    sroccs = np.array([r.best_srocc for r in results])
-    plccs = np.array([r.best_plcc for r in results])
+        result = train(dataset, fold_dir, fold_options, train_groups, test_groups)
+        # Do not keep K trained models alive (GPU memory): each fold's is in its last.pt.
+        results.append(replace(result, model=None))
+    best_srocc = _mean_std([r.best_srocc for r in results])
+    best_plcc = _mean_std([r.best_plcc for r in results])
+    last_srocc = _mean_std([r.last_srocc for r in results])
+    last_plcc = _mean_std([r.last_plcc for r in results])
     summary = FoldsResult(
         folds=tuple(results),
-        srocc_mean=float(np.mean(sroccs)),
-        srocc_std=float(np.std(sroccs, ddof=1)) if len(sroccs) > 1 else 0.0,
-        plcc_mean=float(np.mean(plccs)),
-        plcc_std=float(np.std(plccs, ddof=1)) if len(plccs) > 1 else 0.0,
+        srocc_mean=best_srocc[0],
+        srocc_std=best_srocc[1],
+        plcc_mean=best_plcc[0],
+        plcc_std=best_plcc[1],
+        last_srocc_mean=last_srocc[0],
+        last_srocc_std=last_srocc[1],
+        last_plcc_mean=last_plcc[0],
+        last_plcc_std=last_plcc[1],
     )
-    lines = ["fold,best_epoch,srocc,plcc"]
-    lines += [
-        f"{i},{r.best_epoch},{r.best_srocc:.6f},{r.best_plcc:.6f}"
-        for i, r in enumerate(results, start=1)
-    ]
-    lines.append(f"mean,,{summary.srocc_mean:.6f},{summary.plcc_mean:.6f}")
-    lines.append(f"std,,{summary.srocc_std:.6f},{summary.plcc_std:.6f}")
-    atomic_write_text(Path(out_dir) / "folds.csv", "\n".join(lines) + "\n")
+    if is_main_process():
+        lines = ["fold,last_epoch,last_srocc,last_plcc,best_epoch,best_srocc,best_plcc"]
+        lines += [
+            f"{i},{r.last_epoch},{r.last_srocc:.6f},{r.last_plcc:.6f},"
+            f"{r.best_epoch},{r.best_srocc:.6f},{r.best_plcc:.6f}"
+            for i, r in enumerate(results, start=1)
+        ]
+        for name, index in (("mean", 0), ("std", 1)):
+            lines.append(
+                f"{name},,{last_srocc[index]:.6f},{last_plcc[index]:.6f},"
+                f",{best_srocc[index]:.6f},{best_plcc[index]:.6f}"
+            )
+        atomic_write_text(Path(out_dir) / "folds.csv", "\n".join(lines) + "\n")
     return summary

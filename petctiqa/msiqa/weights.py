@@ -154,17 +154,30 @@ def resolve_weights(model_name: str, explicit: Path | None) -> Path:
 
 
 def load_pretrained_trunks(
-    model, resnet_weights: Path | None = None, swin_weights: Path | None = None
+    model,
+    resnet_weights: Path | None = None,
+    swin_weights: Path | None = None,
+    all_trunks: bool = True,
 ) -> dict[str, Path]:
-    """Load ImageNet weights into the trunks the model has; returns {model name: file used}."""
+    """Load ImageNet weights into the model's trunks; returns {model name: file used}.
+
+    ``all_trunks=True`` (``--pretrained``): every trunk the model has, from its explicit file or
+    the offline caches. ``all_trunks=False``: only the trunks given an explicit file (a weight
+    file implies pretraining for its trunk); the others keep their random initialisation.
+    A file given for a trunk the model does not have is an error, not silently ignored.
+    """
     from petctiqa.msiqa.model import RESNET_NAME, SWIN_NAME
 
     used: dict[str, Path] = {}
-    for trunk, name, explicit in (
-        (model.resnet, RESNET_NAME, resnet_weights),
-        (model.swin, SWIN_NAME, swin_weights),
+    for trunk, name, explicit, flag in (
+        (model.resnet, RESNET_NAME, resnet_weights, "--resnet-weights"),
+        (model.swin, SWIN_NAME, swin_weights, "--swin-weights"),
     ):
         if trunk is None:
+            if explicit is not None:
+                raise ModelError(f"{flag} {explicit}: this model configuration has no {name} trunk")
+            continue
+        if explicit is None and not all_trunks:
             continue
         path = resolve_weights(name, explicit)
         load_trunk_weights(trunk, name, path)

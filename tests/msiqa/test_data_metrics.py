@@ -8,6 +8,7 @@ from PIL import Image
 
 from petctiqa.errors import DatasetError
 from petctiqa.msiqa.data import (
+    DataWarning,
     load_input,
     load_iqa_dataset,
     patient_folds,
@@ -54,8 +55,9 @@ def test_ldctiqac_layout_with_float_tiffs(tmp_path):
     (tmp_path / "train.json").write_text(
         json.dumps({"0000.tif": 2.8, "0001.tif": 0.4, "0002.tif": 4})
     )
-    ds = load_iqa_dataset(tmp_path)
-    assert ds.layout == "ldctiqac2023"
+    with pytest.warns(DataWarning, match="no patient IDs.*per IMAGE, not by patient"):
+        ds = load_iqa_dataset(tmp_path)
+    assert ds.layout == "ldctiqac2023" and not ds.grouped
     assert [s.mos for s in ds.samples] == [2.8, 0.4, 4.0]
     assert [s.group for s in ds.samples] == ["0000.tif", "0001.tif", "0002.tif"]
     x = load_input(ds.samples[0].image, 64)

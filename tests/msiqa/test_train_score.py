@@ -45,6 +45,10 @@ def test_training_writes_outputs_and_checkpoint_round_trip(trained_run, tiny_csv
         assert (out / name).is_file(), name
     metrics = pd.read_csv(out / "metrics.csv")
     assert list(metrics["epoch"]) == [1] and np.isfinite(metrics["train_loss"][0])
+    assert list(metrics["best"]) == [1] and list(metrics["simulated"]) == [False]
+    assert trained_run.last_epoch == trained_run.best_epoch == 1
+    assert trained_run.last_srocc == metrics["test_srocc"][0] == trained_run.best_srocc
+    assert trained_run.last_plcc == metrics["test_plcc"][0]
     data = read_checkpoint(out / "best.pt")
     assert data["format"] == "petctiqa-msiqa" and data["label_scale"] == {"low": 1.0, "high": 4.0}
     assert sorted(data["train_groups"] + data["test_groups"]) == ["P0", "P1", "P2", "P3"]
@@ -55,6 +59,73 @@ def test_training_writes_outputs_and_checkpoint_round_trip(trained_run, tiny_csv
     loaded = load_model(out / "best.pt")
     raw = first[0].s * first[0].w
     assert first[0].score == pytest.approx(loaded.label_scale.denormalise(raw), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_checkpoints_reproduce_the_trained_model_exactly(trained_run):
+    """The in-memory model after training and the model rebuilt from last.pt/best.pt (1 epoch:
+    the same weights) give bit-identical outputs in eval mode."""
+    trained = trained_run.model.eval()
+    torch.manual_seed(5)
+    x = torch.randn(5, 3, 64, 64)
+    with torch.no_grad():
+        expected = trained.forward_parts(x)
+    for path in (trained_run.last_checkpoint, trained_run.best_checkpoint):
+        loaded = load_model(path).model
+        assert not loaded.training
+        with torch.no_grad():
+            parts = loaded.forward_parts(x)
+        for key in ("score", "s", "w"):
+            assert torch.equal(parts[key], expected[key]), (path.name, key)
+        own = trained.state_dict()
+        for key, value in loaded.state_dict().items():
+            assert torch.equal(value, own[key]), key
+    # and a different model would not pass the check
+    torch.manual_seed(6)
+    with torch.no_grad():
+        other = type(trained)(trained.config).eval().forward_parts(x)
+    assert not torch.equal(other["score"], expected["score"])
+
+
+@pytest.mark.slow
+def test_weight_file_implies_pretrained_for_its_trunk(tiny_csv, tmp_path):
+    """--resnet-weights without --pretrained loads that file (no network, no cache)."""
+    from petctiqa.msiqa.model import MsIqa, MsIqaConfig
+
+    torch.manual_seed(123)
+    fake = MsIqa(MsIqaConfig(use_swin=False, image_size=64)).resnet.state_dict()
+    fake = {
+        k: torch.randn_like(v) if k.endswith(("weight", "bias")) else v for k, v in fake.items()
+    }
+    torch.save({"state_dict": fake}, tmp_path / "r50.pth")
+    runner = CliRunner()
+    args = ["train", "--data", str(tiny_csv), "--no-swin", "--image-size", "64", "--epochs", "1"]
+    args += ["--batch-size", "4", "--device", "cpu", "--lr", "0"]  # lr 0: weights unchanged
+    result = runner.invoke(
+        cli, [*args, "--out", str(tmp_path / "run"), "--resnet-weights", str(tmp_path / "r50.pth")]
+    )
+    assert result.exit_code == 0, result.output
+    data = read_checkpoint(tmp_path / "run" / "last.pt")
+    assert data["train_options"]["pretrained"] is True
+    assert data["train_options"]["pretrained_weights"] == {"resnet50": str(tmp_path / "r50.pth")}
+    conv = data["model"]["resnet.conv1.weight"]
+    assert torch.equal(conv, fake["conv1.weight"])
+    assert torch.equal(data["model"]["resnet.layer4.2.conv3.weight"], fake["layer4.2.conv3.weight"])
+    # without the file the trunk is random (seeded), not the file's
+    result = runner.invoke(cli, [*args, "--out", str(tmp_path / "plain")])
+    assert result.exit_code == 0, result.output
+    plain = read_checkpoint(tmp_path / "plain" / "last.pt")
+    assert plain["train_options"]["pretrained_weights"] == {}
+    assert not torch.equal(plain["model"]["resnet.conv1.weight"], fake["conv1.weight"])
+    # a weight file for a trunk the model does not have is an error, not ignored
+    result = runner.invoke(
+        cli, [*args, "--out", str(tmp_path / "x"), "--swin-weights", str(tmp_path / "r50.pth")]
+    )
+    assert result.exit_code == 2
+    assert (
+        "--swin-weights" in result.stderr
+        and "no swin_tiny_patch4_window7_224 trunk" in result.stderr
+    )
 
 
 @pytest.mark.slow
