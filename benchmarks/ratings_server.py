@@ -1,11 +1,15 @@
 """Benchmark: rating latency of the web app with 5 raters rating concurrently (loopback only).
 
-Run: .venv/bin/python benchmarks/ratings_server.py [--ratings 200]
-Builds a throw-away dataset (540 small images) in a temp folder, serves it with waitress in a
-separate process on 127.0.0.1, and has 5 client processes each POST --ratings ratings (after
-fetching the state) as fast as the server answers; each rater is its own process with one
-keep-alive connection, like a browser tab. Prints p50/p95/p99/max of the POST latency
-(target p99 < 50 ms). Every request is bounded; nothing leaves the machine.
+Run: .venv/bin/python benchmarks/ratings_server.py [--ratings 200] [--images 540] [--prefill 0]
+Builds a throw-away dataset (``--images`` small images, a multiple of 135: patients x 5 slices
+x 27 cells) in a temp folder, optionally pre-fills every rater's first ``--prefill`` ratings
+(web ratings in presentation order, as if the study were that far along), serves it with
+waitress in a separate process on 127.0.0.1, and has 5 client processes each POST --ratings
+ratings (after fetching the state) as fast as the server answers; each rater is its own
+process with one keep-alive connection, like a browser tab. Prints p50/p95/p99/max of the POST
+latency (target p99 < 50 ms). Late in a full study:
+``--images 2700 --prefill 2500 --ratings 200``. Every request is bounded; nothing leaves the
+machine.
 """
 
 from __future__ import annotations
@@ -64,16 +68,38 @@ def rater_loop(port: int, token: str, count: int, start_at: float, out) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ratings", type=int, default=200, help="ratings per rater (<= 540)")
+    parser.add_argument("--ratings", type=int, default=200, help="ratings per rater to time")
+    parser.add_argument(
+        "--images", type=int, default=540, help="images in the study (multiple of 135)"
+    )
+    parser.add_argument(
+        "--prefill", type=int, default=0, help="ratings per rater stored before the clock starts"
+    )
     args = parser.parse_args()
+    if args.images <= 0 or args.images % 135:
+        parser.error("--images must be a positive multiple of 135 (patients x 5 slices x 27)")
+    if args.prefill < 0 or args.prefill + args.ratings > args.images:
+        parser.error("--prefill + --ratings must not exceed --images")
     from conftest import write_tiny_dataset
 
+    from petctiqa.ratings.store import Rating, utc_now
     from petctiqa.ratings.study import open_study
 
     with tempfile.TemporaryDirectory() as tmp:
-        dataset = write_tiny_dataset(Path(tmp) / "ds", patients=4, slices=5)
+        dataset = write_tiny_dataset(Path(tmp) / "ds", patients=args.images // 135, slices=5)
         study = open_study(dataset, seed=1)
         raters = study.store.add_raters([f"r{i}" for i in range(1, 6)])
+        if args.prefill:
+            with study.store._connect() as conn:
+                rows = conn.execute(
+                    "SELECT rater, position, image FROM presentation WHERE position < ? "
+                    "ORDER BY rater, position",
+                    (args.prefill,),
+                ).fetchall()
+            now = utc_now()
+            study.store.insert_ratings(
+                [Rating(r, image, pos % 5, pos, now, "web", False) for r, pos, image in rows]
+            )
         study.store.close()
         ctx = multiprocessing.get_context("spawn")
         queue = ctx.Queue()
@@ -104,6 +130,10 @@ def main() -> None:
         print(
             f"machine: {platform.node()} {platform.machine()} cpus={os.cpu_count()} "
             f"python={platform.python_version()}"
+        )
+        print(
+            f"study: {args.images} images, {args.prefill} ratings per rater already stored "
+            f"(timed ratings {args.prefill + 1}..{args.prefill + args.ratings} of {args.images})"
         )
         print(
             f"{len(lat_ms)} ratings by 5 concurrent raters in {wall:.2f} s "

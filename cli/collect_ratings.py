@@ -33,6 +33,46 @@ SCALE = click.option(
 )
 
 
+MLE_METHOD = click.option(
+    "--mle-method",
+    type=click.Choice(["reml", "ml"]),
+    default="reml",
+    show_default=True,
+    help="Subject model fit: reml (well-posed with few raters) or ml (SUREAL's estimator).",
+)
+INCLUDE_SIMULATED = click.option(
+    "--include-simulated",
+    is_flag=True,
+    help="Average simulated and real raters together (refused by default; output is "
+    "labelled SIMULATED).",
+)
+EXCLUDE_SIMULATED = click.option(
+    "--exclude-simulated",
+    is_flag=True,
+    help="Use only the real raters' ratings when simulated ones are present too.",
+)
+
+
+def _simulated_mode(include: bool, exclude: bool) -> str:
+    if include and exclude:
+        raise click.UsageError("--include-simulated and --exclude-simulated exclude each other")
+    return "include" if include else "exclude" if exclude else "refuse"
+
+
+def _echo_warnings(caught) -> None:
+    """Print the study's own warnings as ``warning: ...`` lines; re-show any other."""
+    import warnings
+
+    from petctiqa.ratings.aggregate import MleConvergenceWarning
+    from petctiqa.ratings.sheets import StudyWarning
+
+    for item in caught:
+        if issubclass(item.category, MleConvergenceWarning | StudyWarning):
+            click.echo(f"warning: {item.message}", err=True)
+        else:
+            warnings.showwarning(item.message, item.category, item.filename, item.lineno)
+
+
 def _rater_list(raters: str | None) -> list[str]:
     if not raters:
         return []
@@ -67,13 +107,25 @@ def collect_ratings() -> None:
 @SCALE
 @click.option("--raters", help="Comma-separated rater IDs, or a file with one ID per line.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--port",
+    default=8765,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="TCP port (0 = any free port).",
+)
 @click.option("--seed", type=int, default=None, help="Presentation-order seed of a NEW study.")
 @click.option("--training/--no-training", default=None, help="Override the scale's training block.")
 @click.option(
     "--new-admin-token", is_flag=True, help="Replace the admin token (old link stops working)."
 )
-@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--threads",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Worker threads of the waitress server.",
+)
 def serve(dataset, db, scale, raters, host, port, seed, training, new_admin_token, threads) -> None:
     """Serve the rating web app (Flask + waitress) until Ctrl-C.
 
@@ -90,7 +142,7 @@ def serve(dataset, db, scale, raters, host, port, seed, training, new_admin_toke
     import waitress
 
     from petctiqa.ratings.study import open_study
-    from petctiqa.ratings.web import create_app, is_loopback
+    from petctiqa.ratings.web import bind_warning, create_app
 
     study = open_study(dataset, db, scale, seed)
     names = _rater_list(raters)
@@ -105,12 +157,9 @@ def serve(dataset, db, scale, raters, host, port, seed, training, new_admin_toke
     app = create_app(dataset, study.store, study.scale, study.images, training)
     server = waitress.create_server(app, host=host, port=port, threads=threads)
     bound = f"http://{host if ':' not in host else '[' + host + ']'}:{server.effective_port}"
-    if not is_loopback(host):
-        click.echo(
-            f"warning: serving on {host}, reachable from other machines; links carry secrets, "
-            "use only on a trusted network or behind a TLS proxy",
-            err=True,
-        )
+    warning = bind_warning(host)
+    if warning:
+        click.echo(warning, err=True)
     click.echo(f"study: {len(study.images)} images, database {study.store.path}")
     for rater in real:
         prog = study.store.progress(rater.rater)
@@ -198,39 +247,66 @@ def import_(dataset, db, scale, files, allow_missing) -> None:
     show_default=True,
     help="Fit the MLE subject model (quality, rater bias, inconsistency).",
 )
+@MLE_METHOD
 @click.option(
     "--bt500-skip-unanimous",
     is_flag=True,
     help="BT.500: images all raters scored alike add no outliers (SUREAL counts them; "
     "with 5 raters that makes everyone an outlier).",
 )
-def export(dataset, db, scale, out, ci, screening, zscore, mle, bt500_skip_unanimous) -> None:
+@INCLUDE_SIMULATED
+@EXCLUDE_SIMULATED
+def export(
+    dataset,
+    db,
+    scale,
+    out,
+    ci,
+    screening,
+    zscore,
+    mle,
+    mle_method,
+    bt500_skip_unanimous,
+    include_simulated,
+    exclude_simulated,
+) -> None:
     """Write mos.csv, ratings_raw.csv, rater_report.csv, stimulus_mos.csv, agreement.json/png.
 
     mos.csv has one row per manifest image: image, mos, std, n, ci95_low, ci95_high, the
     manifest's patient/slice/levels, split, simulated (read it with pandas comment="#").
+    A study with both simulated and real raters is refused unless --exclude-simulated or
+    --include-simulated says what to do.
 
     \b
     Examples:
       petctiqa collect-ratings export --dataset ds/
       petctiqa collect-ratings export --dataset ds/ --out results/ --ci normal --screening
+      petctiqa collect-ratings export --dataset ds/ --exclude-simulated   # after a pilot
     """
+    import warnings
+
     from petctiqa.ratings.sheets import export_study
     from petctiqa.ratings.study import open_study
 
+    mode = _simulated_mode(include_simulated, exclude_simulated)
     study = open_study(dataset, db, scale)
-    paths = export_study(
-        study.store,
-        dataset,
-        study.images,
-        out or dataset,
-        ci=ci,
-        screening=screening,
-        zscore=zscore,
-        mle=mle,
-        bt500_skip_unanimous=bt500_skip_unanimous,
-    )
-    if study.store.any_simulated():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        paths = export_study(
+            study.store,
+            dataset,
+            study.images,
+            out or dataset,
+            ci=ci,
+            screening=screening,
+            zscore=zscore,
+            mle=mle,
+            mle_method=mle_method,
+            bt500_skip_unanimous=bt500_skip_unanimous,
+            simulated=mode,
+        )
+    _echo_warnings(caught)
+    if study.store.any_simulated() and mode != "exclude":
         click.echo("note: the study contains SIMULATED ratings; the exports say so", err=True)
     for name, path in paths.items():
         click.echo(f"{name}: {path}")
@@ -238,13 +314,49 @@ def export(dataset, db, scale, out, ci, screening, zscore, mle, bt500_skip_unani
 
 @collect_ratings.command("aggregate")
 @click.argument("ratings_csv", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--scale-min", type=float, default=0, show_default=True)
-@click.option("--scale-max", type=float, default=4, show_default=True)
-@click.option("--ci", type=click.Choice(["t", "normal"]), default="t", show_default=True)
-@click.option("--screening/--no-screening", default=False, show_default=True)
-@click.option("--zscore", is_flag=True)
-@click.option("--mle/--no-mle", default=True, show_default=True)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder for stimulus_mos.csv, rater_report.csv, agreement.json/png.",
+)
+@click.option(
+    "--scale-min",
+    type=float,
+    default=0,
+    show_default=True,
+    help="Lowest score of the rating scale (scores below are an error).",
+)
+@click.option(
+    "--scale-max",
+    type=float,
+    default=4,
+    show_default=True,
+    help="Highest score of the rating scale (scores above are an error).",
+)
+@click.option(
+    "--ci",
+    type=click.Choice(["t", "normal"]),
+    default="t",
+    show_default=True,
+    help="95% CI of the MOS: Student t, or SUREAL's normal 1.96*s/sqrt(n).",
+)
+@click.option(
+    "--screening/--no-screening",
+    default=False,
+    show_default=True,
+    help="Drop raters rejected by ITU-R BT.500 from the MOS (always reported).",
+)
+@click.option(
+    "--zscore", is_flag=True, help="z-score each rater before averaging (mapped back to the scale)."
+)
+@click.option(
+    "--mle/--no-mle",
+    default=True,
+    show_default=True,
+    help="Fit the MLE subject model (quality, rater bias, inconsistency).",
+)
+@MLE_METHOD
 @click.option(
     "--content-column", default=None, help="Column naming each stimulus's source content (MLE)."
 )
@@ -259,6 +371,8 @@ def export(dataset, db, scale, out, ci, screening, zscore, mle, bt500_skip_unani
     help="BT.500: images all raters scored alike add no outliers (SUREAL counts them; "
     "with 5 raters that makes everyone an outlier).",
 )
+@INCLUDE_SIMULATED
+@EXCLUDE_SIMULATED
 def aggregate_cmd(
     ratings_csv,
     out,
@@ -268,14 +382,19 @@ def aggregate_cmd(
     screening,
     zscore,
     mle,
+    mle_method,
     content_column,
     content_pattern,
     bt500_skip_unanimous,
+    include_simulated,
+    exclude_simulated,
 ) -> None:
     """Aggregate any long CSV (stimulus, rater, score) without a dataset folder.
 
     Writes OUT/stimulus_mos.csv (mos, std, n, CI, bt500_mos, mle_quality),
-    OUT/rater_report.csv and OUT/agreement.json/png.
+    OUT/rater_report.csv and OUT/agreement.json/png. A CSV with a simulated column (as
+    ratings_raw.csv) that mixes simulated and real raters is refused unless
+    --exclude-simulated or --include-simulated says what to do.
 
     \b
     Examples:
@@ -283,20 +402,27 @@ def aggregate_cmd(
       petctiqa collect-ratings aggregate NFLX.csv --out nflx/ --scale-min 1 --scale-max 5 \\
           --ci normal --content-pattern '^([^_]+)_'
     """
-    from petctiqa.ratings.aggregate import aggregate, check_scale
-    from petctiqa.ratings.sheets import read_long_csv, write_aggregation
+    import warnings
 
-    matrix = read_long_csv(ratings_csv, content_column, content_pattern)
+    from petctiqa.ratings.aggregate import aggregate, check_scale
+    from petctiqa.ratings.sheets import read_long_ratings, write_aggregation
+
+    mode = _simulated_mode(include_simulated, exclude_simulated)
+    matrix, simulated = read_long_ratings(ratings_csv, content_column, content_pattern, mode)
     check_scale(matrix, scale_min, scale_max)
-    result = aggregate(
-        matrix,
-        ci=ci,
-        screening=screening,
-        zscore=zscore,
-        mle=mle,
-        bt500_skip_unanimous=bt500_skip_unanimous,
-    )
-    paths = write_aggregation(result, out)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = aggregate(
+            matrix,
+            ci=ci,
+            screening=screening,
+            zscore=zscore,
+            mle=mle,
+            mle_method=mle_method,
+            bt500_skip_unanimous=bt500_skip_unanimous,
+        )
+    _echo_warnings(caught)
+    paths = write_aggregation(result, out, simulated if any(simulated.values()) else None)
     rejected = [r for r, x in zip(matrix.raters, result.bt500.rejected, strict=True) if x]
     click.echo(f"{len(matrix.stimuli)} stimuli x {len(matrix.raters)} raters")
     click.echo(f"BT.500 rejects: {', '.join(rejected) if rejected else 'none'}")
@@ -313,8 +439,16 @@ def aggregate_cmd(
 @DATASET
 @DB
 @SCALE
-@click.option("--raters", default=5, show_default=True, type=click.IntRange(1, 99))
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--raters",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1, 99),
+    help="Number of simulated raters to add (sim01, sim02, ...).",
+)
+@click.option(
+    "--seed", default=0, show_default=True, type=int, help="Seed of the simulated scores."
+)
 def simulate(dataset, db, scale, raters, seed) -> None:
     """Fill the study with SIMULATED raters (sim01, ...) for pilots and tests.
 
@@ -335,9 +469,23 @@ def simulate(dataset, db, scale, raters, seed) -> None:
 
 
 @collect_ratings.command("power")
-@click.option("--min-raters", default=3, show_default=True, type=click.IntRange(2, 100))
-@click.option("--max-raters", default=10, show_default=True, type=click.IntRange(2, 100))
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--min-raters",
+    default=3,
+    show_default=True,
+    type=click.IntRange(2, 100),
+    help="Smallest panel size to report.",
+)
+@click.option(
+    "--max-raters",
+    default=10,
+    show_default=True,
+    type=click.IntRange(2, 100),
+    help="Largest panel size to report.",
+)
+@click.option(
+    "--seed", default=0, show_default=True, type=int, help="Seed of the simulated panels."
+)
 def power(min_raters, max_raters, seed) -> None:
     """Expected 95% CI width of an image's MOS for panels of 3..10 raters (simulated).
 

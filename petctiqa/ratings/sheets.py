@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,12 @@ SIMULATED_BANNER = (
     "(petctiqa collect-ratings simulate), not from a reader study"
 )
 SHEET_IMAGE_COLUMNS = ("image", "image_id", "stimulus")
+SIMULATED_MODES = ("refuse", "include", "exclude")
+"""What export/aggregate do when simulated and real raters are both present."""
+
+
+class StudyWarning(UserWarning):
+    """Something in an export the user should know about (e.g. images without ratings)."""
 
 
 # ----------------------------------------------------------------------------- import
@@ -230,17 +237,29 @@ def import_sheets(
                     ),
                 ),
             )
+        existing = store.rater(check.rater)
+        if existing is not None and existing.simulated:
+            check = SheetCheck(
+                check.file,
+                check.rater,
+                check.ratings,
+                (
+                    *check.problems,
+                    SheetProblem(
+                        check.file,
+                        None,
+                        f"rater {check.rater!r} is a simulated rater in this study; a real "
+                        "sheet cannot use that name (rename the rater)",
+                    ),
+                ),
+            )
         raters_seen.setdefault(check.rater, check.file)
         checks.append(check)
     if any(c.problems for c in checks):
         return checks, 0
-    for check in checks:
-        existing = store.rater(check.rater)
-        if existing is None:
-            store.add_raters([check.rater])
-        elif existing.simulated:
-            raise RatingError(f"{check.file}: rater {check.rater!r} is a simulated rater")
-    count = store.insert_ratings([r for c in checks for r in c.ratings])
+    # new raters and all ratings in ONE transaction: nothing is written unless all of it is
+    new_raters = [c.rater for c in checks if store.rater(c.rater) is None]
+    count = store.add_raters_with_ratings(new_raters, [r for c in checks for r in c.ratings])
     return checks, count
 
 
@@ -248,15 +267,36 @@ def import_sheets(
 
 
 def read_long_csv(
-    path: Path, content_column: str | None = None, content_pattern: str | None = None
+    path: Path,
+    content_column: str | None = None,
+    content_pattern: str | None = None,
+    simulated: str = "refuse",
 ) -> ScoreMatrix:
-    """Read a long CSV (columns stimulus or image, rater, score) into a :class:`ScoreMatrix`.
+    """Read a long CSV (columns stimulus or image, rater, score) into a :class:`ScoreMatrix`
+    (see :func:`read_long_ratings`)."""
+    return read_long_ratings(path, content_column, content_pattern, simulated)[0]
+
+
+def read_long_ratings(
+    path: Path,
+    content_column: str | None = None,
+    content_pattern: str | None = None,
+    simulated: str = "refuse",
+) -> tuple[ScoreMatrix, dict[str, bool]]:
+    """Read a long CSV (columns stimulus or image, rater, score; optional ``simulated``) into
+    a :class:`ScoreMatrix` and {rater: simulated}.
 
     The content (source) of each stimulus for the MLE ambiguity term comes from
     ``content_column`` or from the first group of the regular expression ``content_pattern``
     applied to the stimulus name (e.g. ``^([^_]+)_`` for SUREAL's NFLX names); otherwise all
-    stimuli share one content.
+    stimuli share one content. A rater is simulated when any of their rows says
+    ``simulated = true`` (as in ``ratings_raw.csv``); ``simulated`` is the policy for a file
+    with simulated and real raters, as in :func:`export_study`.
     """
+    if simulated not in SIMULATED_MODES:
+        raise RatingError(
+            f"simulated must be one of {', '.join(SIMULATED_MODES)}, not {simulated!r}"
+        )
     try:
         frame = pd.read_csv(path, comment="#", dtype={"rater": str})
     except FileNotFoundError:
@@ -276,6 +316,22 @@ def read_long_csv(
         raise RatingError(
             f"{path}: line {line}: score {frame['score'].iloc[line - 2]!r} is not a number"
         )
+    sim_rows = np.zeros(len(frame), dtype=bool)
+    if "simulated" in frame.columns:
+        flags = frame["simulated"].astype(str).str.strip().str.lower()
+        sim_rows = flags.isin(["true", "1", "yes"]).to_numpy()
+    raters = frame["rater"].astype(str)
+    sim_raters = set(raters[sim_rows])
+    real_raters = set(raters) - sim_raters
+    if sim_raters and real_raters:
+        if simulated == "refuse":
+            raise RatingError(_mixed_message(str(path), sorted(sim_raters), sorted(real_raters)))
+        if simulated == "exclude":
+            keep = ~raters.isin(sim_raters).to_numpy()
+            frame, scores, raters = frame[keep], scores[keep], raters[keep]
+            sim_raters = set()
+    elif sim_raters and simulated == "exclude":
+        raise RatingError(f"{path}: only simulated ratings; nothing left to aggregate")
     stimuli = frame[stim_col].astype(str)
     content = None
     if content_column:
@@ -294,9 +350,10 @@ def read_long_csv(
             raise RatingError(f"content pattern {content_pattern!r} does not match {first!r}")
         content = extracted
     try:
-        return score_matrix(stimuli, frame["rater"].astype(str), scores, content)
+        matrix = score_matrix(stimuli, raters, scores, content)
     except RatingError as exc:
         raise RatingError(f"{path}: {exc}") from None
+    return matrix, {r: r in sim_raters for r in matrix.raters}
 
 
 # ----------------------------------------------------------------------------- writing
@@ -377,13 +434,21 @@ def agreement_summary(result: Aggregation) -> dict[str, object]:
         "ci_method": result.stats.ci_method,
         "screened": result.screened,
         "zscored": result.zscored,
+        "mle_method": None if result.mle is None else result.mle.method,
         "mle_iterations": None if result.mle is None else result.mle.iterations,
         "mle_converged": None if result.mle is None else result.mle.converged,
+        "mle_problems": None if result.mle is None else list(result.mle.problems),
     }
 
 
-def write_agreement_figure(result: Aggregation, path: Path) -> None:
-    """PNG: each rater's scores against the MOS of the others, plus MLE bias/inconsistency."""
+SIMULATED_FIGURE_TITLE = "SIMULATED ratings (simulated raters, not a reader study)"
+
+
+def write_agreement_figure(result: Aggregation, path: Path, simulated: bool = False) -> None:
+    """PNG: each rater's scores against the MOS of the others, plus MLE bias/inconsistency.
+
+    ``simulated``: the figure gets a red title :data:`SIMULATED_FIGURE_TITLE` (also stored as
+    the PNG's Title text chunk), so a simulated study cannot be mistaken for a real one."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -412,9 +477,15 @@ def write_agreement_figure(result: Aggregation, path: Path) -> None:
         axes[1].set_yticks(np.arange(len(m.raters)), list(m.raters), fontsize=7)
         axes[1].axvline(0, color="grey", lw=0.5)
         axes[1].set_xlabel("MLE bias (o, 95% CI) and inconsistency (x), score units")
+    if result.mle is not None and not result.mle.converged:
+        axes[1].set_title("MLE NOT converged: do not use", color="C3", fontsize=9)
+    title = "Rater agreement"
+    if simulated:
+        title = SIMULATED_FIGURE_TITLE
+        fig.suptitle(title, color="red", fontsize=13, fontweight="bold")
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    fig.savefig(buffer, format="png", dpi=110, metadata={"Title": title})
     plt.close(fig)
     from petctiqa.atomic import atomic_write_bytes
 
@@ -443,7 +514,7 @@ def write_aggregation(
     atomic_write_text(paths["agreement"], json.dumps(summary, indent=2) + "\n")
     if figure:
         paths["figure"] = out / "agreement.png"
-        write_agreement_figure(result, paths["figure"])
+        write_agreement_figure(result, paths["figure"], simulated)
     return paths
 
 
@@ -457,19 +528,26 @@ def export_study(
     screening: bool = False,
     zscore: bool = False,
     mle: bool = True,
+    mle_method: str = "reml",
     figure: bool = True,
     bt500_skip_unanimous: bool = False,
+    simulated: str = "refuse",
 ) -> dict[str, Path]:
     """Export a study: ``ratings_raw.csv`` (long), ``mos.csv`` (the training CSV: one row per
     manifest image with mos/std/n/CI, manifest patient/slice/levels, split, simulated), plus the
     rater report and agreement files of :func:`write_aggregation`.
 
-    Images without ratings get n = 0 and empty statistics. Raises if nothing was rated.
+    ``simulated``: what to do when the study holds ratings of simulated AND real raters --
+    ``refuse`` (default: :class:`RatingError`, a MOS must not average the two), ``include``
+    (mix them; every file is labelled SIMULATED) or ``exclude`` (export the real raters only).
+    Images without ratings get n = 0 and empty statistics (a :class:`StudyWarning` says how
+    many). Raises if nothing was rated.
     """
-    ratings = store.ratings()
+    ratings = _select_simulated(store.ratings(), simulated, str(store.path))
     if not ratings:
         raise RatingError(f"{store.path}: no ratings to export")
     simulated_raters = {r.rater: r.simulated for r in store.raters()}
+    simulated_raters = {r.rater: simulated_raters.get(r.rater, r.simulated) for r in ratings}
     any_sim = any(r.simulated for r in ratings)
     info = {im.image: im for im in images}
     raw = pd.DataFrame(
@@ -484,7 +562,16 @@ def export_study(
             "simulated": [str(bool(r.simulated)).lower() for r in ratings],
         }
     )
-    rated_images = [im.image for im in images if im.image in set(raw["image"])]
+    rated = set(raw["image"])
+    rated_images = [im.image for im in images if im.image in rated]
+    unrated = len(images) - len(rated_images)
+    if unrated:
+        warnings.warn(
+            f"{unrated} of {len(images)} images have no ratings yet; their mos.csv rows have "
+            "n = 0 and empty statistics",
+            StudyWarning,
+            stacklevel=2,
+        )
     matrix = score_matrix(
         raw["image"],
         raw["rater"],
@@ -499,6 +586,7 @@ def export_study(
         screening=screening,
         zscore=zscore,
         mle=mle,
+        mle_method=mle_method,
         bt500_skip_unanimous=bt500_skip_unanimous,
     )
     out.mkdir(parents=True, exist_ok=True)
@@ -507,42 +595,21 @@ def export_study(
     _frame_to_csv(raw, raw_path, any_sim)
     paths["ratings_raw"] = raw_path
 
-    per_stim = stimulus_table(result).set_index("stimulus")
+    stat_columns = ["mos", "std", "n", "ci95_low", "ci95_high", "bt500_mos"]
+    if mle:
+        stat_columns += ["mle_quality", "mle_quality_std"]
+    per_stim = stimulus_table(result).rename(columns={"stimulus": "image"})
     sim_images = set(raw.loc[raw["simulated"] == "true", "image"])
+    base = pd.DataFrame(
+        {"image": [im.image for im in images], "image_id": [im.image_id for im in images]}
+    )
+    mos = base.merge(per_stim[["image", *stat_columns]], on="image", how="left")
+    mos["n"] = mos["n"].fillna(0).astype(int)
+    for name in ("patient_id", "slice_id", "poisson_level", "gaussian_level", "jpeg_level"):
+        mos[name] = [getattr(im, name) for im in images]
+    mos["split"] = [im.split for im in images]
+    mos["simulated"] = [str(im.image in sim_images).lower() for im in images]
     manifest = pd.read_csv(dataset / "manifest.csv", dtype=str)
-    rows = []
-    for im in images:
-        row = {
-            "image": im.image,
-            "image_id": im.image_id,
-        }
-        if im.image in per_stim.index:
-            s = per_stim.loc[im.image]
-            row.update(
-                mos=s["mos"],
-                std=s["std"],
-                n=int(s["n"]),
-                ci95_low=s["ci95_low"],
-                ci95_high=s["ci95_high"],
-                bt500_mos=s["bt500_mos"],
-            )
-            if mle:
-                row.update(mle_quality=s["mle_quality"], mle_quality_std=s["mle_quality_std"])
-        else:
-            row.update(
-                mos=np.nan, std=np.nan, n=0, ci95_low=np.nan, ci95_high=np.nan, bt500_mos=np.nan
-            )
-        row.update(
-            patient_id=im.patient_id,
-            slice_id=im.slice_id,
-            poisson_level=im.poisson_level,
-            gaussian_level=im.gaussian_level,
-            jpeg_level=im.jpeg_level,
-            split=im.split,
-            simulated=str(im.image in sim_images).lower(),
-        )
-        rows.append(row)
-    mos = pd.DataFrame(rows)
     extra = [
         c
         for c in ("slice_number", "reference", "poisson_value", "gaussian_sigma", "jpeg_quality")
@@ -554,3 +621,31 @@ def export_study(
     _frame_to_csv(mos, mos_path, any_sim)
     paths["mos"] = mos_path
     return paths
+
+
+def _select_simulated(ratings: list[Rating], mode: str, where: str) -> list[Rating]:
+    """Apply the ``simulated`` policy of :func:`export_study` to a study's ratings."""
+    if mode not in SIMULATED_MODES:
+        raise RatingError(f"simulated must be one of {', '.join(SIMULATED_MODES)}, not {mode!r}")
+    sim = sorted({r.rater for r in ratings if r.simulated})
+    real = sorted({r.rater for r in ratings if not r.simulated})
+    if mode == "exclude":
+        kept = [r for r in ratings if not r.simulated]
+        if not kept and ratings:
+            raise RatingError(f"{where}: only simulated ratings; nothing left to export")
+        return kept
+    if sim and real and mode == "refuse":
+        raise RatingError(_mixed_message(where, sim, real))
+    return ratings
+
+
+def _mixed_message(where: str, sim: Sequence[str], real: Sequence[str]) -> str:
+    def names(items: Sequence[str]) -> str:
+        return ", ".join(items[:5]) + (f" (+{len(items) - 5})" if len(items) > 5 else "")
+
+    return (
+        f"{where}: refusing to average SIMULATED raters ({names(sim)}) with real raters "
+        f"({names(real)}) into one MOS; use --exclude-simulated (simulated='exclude') for the "
+        "real raters only, or --include-simulated (simulated='include') to mix them on purpose "
+        "(every output is then labelled SIMULATED)"
+    )

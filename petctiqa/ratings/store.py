@@ -11,6 +11,9 @@ the answer is sent; ``synchronous="FULL"`` adds an fsync per rating against powe
 - ``ratings`` (id, rater, image, score, position, rated_at, source, simulated), unique per
   (rater, image); ``source`` is ``web``, ``import`` or ``simulate``.
 - ``retracted``: ratings withdrawn by "undo", kept for the audit trail.
+- ``rater_progress`` (rater, done, next_position): per-rater count of ratings and first unrated
+  position, kept exact by triggers on ``ratings`` so the web app's per-rating queries are O(1)
+  however late in the study (rebuilt on open for databases created before it existed).
 
 Timestamps are UTC ISO 8601 with milliseconds.
 """
@@ -51,6 +54,50 @@ CREATE TABLE IF NOT EXISTS retracted (
     id INTEGER PRIMARY KEY, rating_id INTEGER NOT NULL, rater TEXT NOT NULL, image TEXT NOT NULL,
     score INTEGER NOT NULL, position INTEGER, rated_at TEXT NOT NULL, source TEXT NOT NULL,
     retracted_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS ratings_rater_time ON ratings(rater, rated_at);
+CREATE INDEX IF NOT EXISTS ratings_rater_source ON ratings(rater, source);
+CREATE TABLE IF NOT EXISTS rater_progress (
+    rater TEXT PRIMARY KEY REFERENCES raters(rater), done INTEGER NOT NULL,
+    next_position INTEGER);
+CREATE TRIGGER IF NOT EXISTS rater_progress_on_rating AFTER INSERT ON ratings BEGIN
+    UPDATE rater_progress SET
+        done = done + 1,
+        next_position = CASE
+            WHEN next_position = (SELECT position FROM presentation
+                                  WHERE rater = NEW.rater AND image = NEW.image)
+            THEN (SELECT p.position FROM presentation p
+                  WHERE p.rater = NEW.rater AND p.position > rater_progress.next_position
+                    AND NOT EXISTS (SELECT 1 FROM ratings r
+                                    WHERE r.rater = p.rater AND r.image = p.image)
+                  ORDER BY p.position LIMIT 1)
+            ELSE next_position END
+    WHERE rater = NEW.rater;
+END;
+CREATE TRIGGER IF NOT EXISTS rater_progress_on_delete AFTER DELETE ON ratings BEGIN
+    UPDATE rater_progress SET
+        done = done - 1,
+        next_position = COALESCE(
+            (SELECT CASE WHEN rater_progress.next_position IS NULL
+                           OR p.position < rater_progress.next_position
+                         THEN p.position ELSE rater_progress.next_position END
+             FROM presentation p WHERE p.rater = OLD.rater AND p.image = OLD.image),
+            next_position)
+    WHERE rater = OLD.rater;
+END;
+"""
+# rater_progress caches, per rater, the number of ratings and the first unrated position of the
+# presentation order, so the web app's next-image and progress queries cost O(1) however far a
+# rater is into a 2,700-image study. The triggers keep it exact on every insert/delete of a
+# rating, whichever code path writes; _fill_progress builds it for databases made before it.
+_FILL_PROGRESS = """
+INSERT INTO rater_progress(rater, done, next_position)
+SELECT r.rater,
+       (SELECT COUNT(*) FROM ratings x WHERE x.rater = r.rater),
+       (SELECT p.position FROM presentation p
+        WHERE p.rater = r.rater
+          AND NOT EXISTS (SELECT 1 FROM ratings x WHERE x.rater = p.rater AND x.image = p.image)
+        ORDER BY p.position LIMIT 1)
+FROM raters r WHERE r.rater NOT IN (SELECT rater FROM rater_progress)
 """
 
 RATER_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
@@ -137,6 +184,13 @@ class RatingStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as conn:
             conn.executescript(SCHEMA)
+            stale = conn.execute(
+                "SELECT 1 FROM raters WHERE rater NOT IN (SELECT rater FROM rater_progress)"
+            ).fetchone()
+        if stale:
+            with self._write_lock, self._connect() as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(_FILL_PROGRESS)
 
     # ------------------------------------------------------------------ connections
 
@@ -233,13 +287,6 @@ class RatingStore:
 
     def add_raters(self, raters: Iterable[str], simulated: bool = False) -> list[Rater]:
         """Register raters (existing ones are returned unchanged) with their token and order."""
-        seed_text = self.meta("seed")
-        if seed_text is None:
-            raise RatingError(f"{self.path}: study not initialised")
-        seed = int(seed_text)
-        rows = self.images()
-        names = [r[0] for r in rows]
-        slices = [r[2] for r in rows]
         out = []
         for rater in raters:
             check_rater_id(rater)
@@ -250,20 +297,62 @@ class RatingStore:
                     raise RatingError(f"rater {rater!r} already exists as a {kind} rater")
                 out.append(existing)
                 continue
-            order = presentation_order(slices, seed, rater)
-            token = secrets.token_urlsafe(18)
+            new = self._new_rater(rater, simulated)
             with self._write_lock, self._connect() as conn:
                 conn.execute("BEGIN IMMEDIATE")
-                conn.execute(
-                    "INSERT INTO raters(rater, token, simulated, created_at) VALUES (?, ?, ?, ?)",
-                    (rater, token, int(simulated), utc_now()),
-                )
-                conn.executemany(
-                    "INSERT INTO presentation(rater, position, image) VALUES (?, ?, ?)",
-                    [(rater, pos, names[i]) for pos, i in enumerate(order)],
-                )
-            out.append(Rater(rater, token, simulated, False))
+                self._insert_rater(conn, new)
+            out.append(new[0])
         return out
+
+    def add_raters_with_ratings(self, raters: Sequence[str], ratings: Sequence[Rating]) -> int:
+        """Register new real raters and insert ratings in ONE transaction (all or nothing);
+        returns the number of ratings inserted."""
+        fresh = []
+        for rater in raters:
+            check_rater_id(rater)
+            if self.rater(rater) is not None:
+                raise RatingError(f"rater {rater!r} already exists")
+            fresh.append(self._new_rater(rater, False))
+        with self._write_lock, self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for new in fresh:
+                    self._insert_rater(conn, new)
+                self._insert_ratings(conn, ratings)
+            except sqlite3.IntegrityError as exc:
+                conn.rollback_quietly()
+                raise RatingError(f"{self.path}: ratings not stored ({exc})") from None
+            except BaseException:
+                conn.rollback_quietly()
+                raise
+        return len(ratings)
+
+    def _new_rater(self, rater: str, simulated: bool) -> tuple[Rater, list[tuple[str, int, str]]]:
+        seed_text = self.meta("seed")
+        if seed_text is None:
+            raise RatingError(f"{self.path}: study not initialised")
+        rows = self.images()
+        order = presentation_order([r[2] for r in rows], int(seed_text), rater)
+        token = secrets.token_urlsafe(18)
+        return (
+            Rater(rater, token, simulated, False),
+            [(rater, pos, rows[i][0]) for pos, i in enumerate(order)],
+        )
+
+    @staticmethod
+    def _insert_rater(conn: _Tx, new: tuple[Rater, list[tuple[str, int, str]]]) -> None:
+        rater, presentation = new
+        conn.execute(
+            "INSERT INTO raters(rater, token, simulated, created_at) VALUES (?, ?, ?, ?)",
+            (rater.rater, rater.token, int(rater.simulated), utc_now()),
+        )
+        conn.executemany(
+            "INSERT INTO presentation(rater, position, image) VALUES (?, ?, ?)", presentation
+        )
+        conn.execute(
+            "INSERT INTO rater_progress(rater, done, next_position) VALUES (?, 0, ?)",
+            (rater.rater, 0 if presentation else None),
+        )
 
     def rater(self, rater: str) -> Rater | None:
         with self._connect() as conn:
@@ -310,25 +399,28 @@ class RatingStore:
     # ------------------------------------------------------------------ rating flow
 
     def next_item(self, rater: str) -> tuple[int, str] | None:
-        """(position, image) of the first image in the rater's order not yet rated."""
+        """(position, image) of the first image in the rater's order not yet rated (O(1): the
+        position is kept in ``rater_progress``)."""
         with self._connect() as conn:
             row = conn.execute(
-                "SELECT p.position, p.image FROM presentation p LEFT JOIN ratings r "
-                "ON r.rater = p.rater AND r.image = p.image "
-                "WHERE p.rater = ? AND r.id IS NULL ORDER BY p.position LIMIT 1",
+                "SELECT p.position, p.image FROM rater_progress g JOIN presentation p "
+                "ON p.rater = g.rater AND p.position = g.next_position WHERE g.rater = ?",
                 (rater,),
             ).fetchone()
         return None if row is None else (int(row[0]), row[1])
 
     def progress(self, rater: str) -> Progress:
+        """Ratings done / images in the study, O(1) (cached count; indexed latest time)."""
         with self._connect() as conn:
-            total, simulated = conn.execute(
-                "SELECT (SELECT COUNT(*) FROM images), simulated FROM raters WHERE rater = ?",
+            row = conn.execute(
+                "SELECT (SELECT COUNT(*) FROM images), r.simulated, g.done, "
+                "(SELECT MAX(rated_at) FROM ratings WHERE rater = r.rater) "
+                "FROM raters r JOIN rater_progress g ON g.rater = r.rater WHERE r.rater = ?",
                 (rater,),
             ).fetchone()
-            done, last = conn.execute(
-                "SELECT COUNT(*), MAX(rated_at) FROM ratings WHERE rater = ?", (rater,)
-            ).fetchone()
+        if row is None:
+            raise RatingError(f"unknown rater {rater!r}")
+        total, simulated, done, last = row
         return Progress(rater, int(done), int(total), bool(simulated), last)
 
     def check_score(self, score: object) -> int:
@@ -366,9 +458,8 @@ class RatingStore:
                         f"rater {rater!r} already rated {image!r}; undo it first", "conflict"
                     )
                 row = conn.execute(
-                    "SELECT p.position, p.image FROM presentation p LEFT JOIN ratings r "
-                    "ON r.rater = p.rater AND r.image = p.image "
-                    "WHERE p.rater = ? AND r.id IS NULL ORDER BY p.position LIMIT 1",
+                    "SELECT p.position, p.image FROM rater_progress g JOIN presentation p "
+                    "ON p.rater = g.rater AND p.position = g.next_position WHERE g.rater = ?",
                     (rater,),
                 ).fetchone()
                 if row is None or row[0] != position or row[1] != image:
@@ -412,22 +503,7 @@ class RatingStore:
         with self._write_lock, self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(
-                    "INSERT INTO ratings(rater, image, score, position, rated_at, source, "
-                    "simulated) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            r.rater,
-                            r.image,
-                            self.check_score(r.score),
-                            r.position,
-                            r.rated_at,
-                            r.source,
-                            int(r.simulated),
-                        )
-                        for r in ratings
-                    ],
-                )
+                self._insert_ratings(conn, ratings)
             except sqlite3.IntegrityError as exc:
                 conn.rollback_quietly()
                 raise RatingError(f"{self.path}: ratings not stored ({exc})") from None
@@ -435,6 +511,24 @@ class RatingStore:
                 conn.rollback_quietly()
                 raise
         return len(ratings)
+
+    def _insert_ratings(self, conn: _Tx, ratings: Sequence[Rating]) -> None:
+        conn.executemany(
+            "INSERT INTO ratings(rater, image, score, position, rated_at, source, "
+            "simulated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    r.rater,
+                    r.image,
+                    self.check_score(r.score),
+                    r.position,
+                    r.rated_at,
+                    r.source,
+                    int(r.simulated),
+                )
+                for r in ratings
+            ],
+        )
 
     # ------------------------------------------------------------------ reading
 

@@ -42,6 +42,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def bind_warning(host: str) -> str | None:
+    """The warning ``serve`` prints when ``host`` is not a loopback address (None if it is)."""
+    if is_loopback(host):
+        return None
+    return (
+        f"warning: serving on {host}, reachable from other machines; the rater and admin links "
+        "carry secrets, use only on a trusted network or behind a TLS proxy"
+    )
+
+
 def training_anchors(images: Sequence[StudyImage], seed: int, slices: int) -> list[tuple[str, str]]:
     """(relative path, caption) pairs for the training block: for ``slices`` source slices
     (seeded choice), the undistorted reference render and the most distorted image."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ from scipy import stats
 
 from petctiqa.errors import RatingError
 from petctiqa.ratings.aggregate import (
+    MleConvergenceWarning,
     aggregate,
     bt500_screening,
     icc,
@@ -199,3 +201,122 @@ def test_bt500_can_skip_unanimous_stimuli_for_small_panels():
     assert np.array_equal(skip.p, varied.p) and np.array_equal(skip.q, varied.q)
     np.testing.assert_allclose(skip.ratio_outliers, (varied.p + varied.q) / 40)
     assert not skip.all_rejected_reset
+
+
+def simulated_panel(seed=0, patients=20, slices=5, raters=5):
+    """The study ``collect-ratings simulate --raters 5`` makes on a 20 x 5-slice phantom dataset
+    (2,700 images; content = source slice), with the simulated truth."""
+    from petctiqa.ratings.simulate import (
+        PUBLISHED_CELL_MOS,
+        ObserverModel,
+        draw_raters,
+        latent_quality,
+        rate_latent,
+    )
+
+    cells = sorted(PUBLISHED_CELL_MOS)
+    keys = [
+        f"PHANTOM-{p:04d}_s{k}_p{c[0]}g{c[1]}j{c[2]}"
+        for p in range(1, patients + 1)
+        for k in range(1, slices + 1)
+        for c in cells
+    ]
+    cell_list = [c for _ in range(patients * slices) for c in cells]
+    truth = draw_raters([f"sim{i:02d}" for i in range(1, raters + 1)], seed, ObserverModel())
+    latent = latent_quality(keys, cell_list, seed)
+    scores = rate_latent(latent, truth, seed).astype(float)
+    content = np.repeat(np.arange(patients * slices), len(cells))
+    return scores, content, truth, latent
+
+
+def test_ml_no_longer_diverges_on_a_5_rater_study_and_says_it_is_degenerate():
+    # The audit's study: SUREAL's Newton steps walked every ambiguity up 10 % per iteration
+    # (to 2.6e40, quality std 1.1e40, numpy overflow) and still said converged.
+    scores, content, truth, _ = simulated_panel(seed=0)
+    matrix = score_matrix(
+        np.repeat(np.arange(len(scores)).astype(str), 5),
+        np.tile([r.rater for r in truth], len(scores)),
+        scores.ravel(),
+        np.repeat(content, 5),
+    )
+    with pytest.warns(MleConvergenceWarning, match="not reliable") as caught:
+        ml = aggregate(matrix, mle_method="ml").mle
+    assert {w.category for w in caught} == {MleConvergenceWarning}  # no overflow warnings
+    for values in (ml.quality, ml.quality_std, ml.bias, ml.inconsistency, ml.ambiguity):
+        assert np.isfinite(values).all()
+    assert ml.ambiguity.max() <= 4.0 and ml.quality_std.max() < 1.0
+    # ML is unbounded here (one rater's variance -> 0 makes the quality copy that rater):
+    # reported, not hidden
+    assert not ml.converged and ml.fallback_steps > 0
+    assert any("floor" in p and "reml" in p for p in ml.problems)
+
+
+def test_reml_on_a_simulated_2700_x_5_study_is_finite_on_scale_and_recovers_the_raters():
+    scores, content, truth, latent = simulated_panel(seed=0)
+    matrix = score_matrix(
+        np.repeat(np.arange(len(scores)).astype(str), 5),
+        np.tile([r.rater for r in truth], len(scores)),
+        scores.ravel(),
+        np.repeat(content, 5),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = aggregate(matrix)  # default: REML
+    fit = result.mle
+    assert fit.method == "reml" and fit.converged and fit.problems == ()
+    assert fit.iterations < 2000
+    for values in (fit.quality, fit.quality_std, fit.bias, fit.inconsistency, fit.ambiguity):
+        assert np.isfinite(values).all()
+    # on the 0..4 scale (a bias-corrected quality may sit a little past an end of the scale
+    # where every rater gave that end score; here the extremes are -0.02 and 3.99)
+    assert fit.quality.min() > -0.1 and fit.quality.max() < 4.1
+    assert fit.quality_std.min() > 0.2 and fit.quality_std.max() < 0.35  # ~0.55/sqrt(5)
+    assert fit.ambiguity.max() < 0.6
+    # every rater has a positive inconsistency close to the noise the simulation put in
+    # (rounding and clipping included: std of score - latent - bias)
+    true_bias = np.array([r.bias for r in truth])
+    realised = (scores - latent[:, None] - true_bias[None, :]).std(axis=0)
+    assert (fit.inconsistency > 0.3).all()
+    np.testing.assert_allclose(fit.inconsistency, realised, atol=0.03)
+    np.testing.assert_allclose(fit.inconsistency, [r.inconsistency for r in truth], atol=0.12)
+    assert np.corrcoef(fit.inconsistency, [r.inconsistency for r in truth])[0, 1] > 0.9
+    # biases are recovered up to the attenuation of clipping at the ends of the scale
+    np.testing.assert_allclose(fit.bias, true_bias - true_bias.mean(), atol=0.12)
+    assert np.corrcoef(fit.bias, true_bias)[0, 1] > 0.99
+    # the quality tracks the simulated latent quality better than the plain MOS
+    mos_err = np.abs(result.stats.mos - latent).mean()
+    assert np.abs(fit.quality - latent).mean() < mos_err
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_reml_converges_on_other_simulated_panels(seed):
+    scores, content, truth, latent = simulated_panel(seed=seed, patients=8)
+    fit = mle_subject_model(scores, content, method="reml", min_variance=0.01)
+    assert fit.converged, fit.problems
+    true_bias = np.array([r.bias for r in truth])
+    realised = (scores - latent[:, None] - true_bias[None, :]).std(axis=0)
+    np.testing.assert_allclose(fit.inconsistency, realised, atol=0.06)
+    assert fit.quality.min() > -0.15 and fit.quality.max() < 4.15
+
+
+@pytest.mark.parametrize("name", NFLX)
+def test_reml_default_stays_within_0_01_of_sureal_quality(shared_data, name):
+    matrix, ref, raters = load(shared_data, name)
+    result = aggregate(matrix, ci="normal")
+    assert result.mle.method == "reml" and result.mle.converged
+    np.testing.assert_allclose(result.mle.quality, ref.mle_quality, atol=0.0075)
+    np.testing.assert_allclose(result.mle.quality_std, ref.mle_quality_std, atol=0.0035)
+    np.testing.assert_allclose(result.mle.bias, raters.mle_bias, atol=1e-3)
+    # the split of v^2 + a^2 differs by convention; the ranking of the raters does not
+    assert stats.spearmanr(result.mle.inconsistency, raters.mle_inconsistency).statistic > 0.98
+    ml = aggregate(matrix, ci="normal", mle_method="ml")
+    assert ml.mle.method == "ml" and ml.mle.converged and ml.mle.fallback_steps == 0
+
+
+def test_mle_reports_non_convergence_and_rejects_unknown_methods():
+    scores, content, _, _ = simulated_panel(seed=0, patients=2)
+    fit = mle_subject_model(scores, content, method="reml", max_iter=3)
+    assert not fit.converged and fit.iterations == 3
+    assert fit.problems[0].startswith("not converged in 3 iterations")
+    with pytest.raises(RatingError, match="unknown MLE method"):
+        mle_subject_model(scores, content, method="bayes")

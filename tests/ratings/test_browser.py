@@ -72,13 +72,34 @@ def test_rate_by_keyboard_reload_resume_undo_in_chromium(tiny_dataset, scale_fil
             seen = []
 
             def rate(key: str, expected_done: int) -> None:
+                page.wait_for_function("document.body.dataset.ready === '1'")
                 seen.append(page.eval_on_selector("#stimulus", "e => e.dataset.image"))
                 page.keyboard.press(key)
                 page.wait_for_function(f"document.body.dataset.done === '{expected_done}'")
 
             rate("3", 1)
-            rate("0", 2)
-            # full size, unscaled: natural size == displayed size == 24x20
+            # score keys are ignored until the next image has loaded (its request held here)
+            page.wait_for_function("document.body.dataset.ready === '1'")
+            seen.append(page.eval_on_selector("#stimulus", "e => e.dataset.image"))
+            held = []
+
+            def hold(route) -> None:
+                held.append(route)
+
+            page.route("**/image/**", hold)
+            page.keyboard.press("0")
+            page.wait_for_function("document.body.dataset.done === '2'")
+            page.wait_for_function("document.body.dataset.ready === '0'")
+            page.keyboard.press("1")
+            page.wait_for_timeout(300)
+            assert page.eval_on_selector("body", "e => e.dataset.done") == "2"
+            assert page.inner_text("#message") == "Wait until the image is shown."
+            assert len(held) == 1
+            held[0].continue_()
+            page.wait_for_function("document.body.dataset.ready === '1'")
+            page.unroute("**/image/**")
+            assert page.inner_text("#message") == ""
+            # full size, unscaled: natural size == displayed size == 24x20 (device pixel ratio 1)
             page.wait_for_function("document.getElementById('stimulus').complete")
             dims = page.eval_on_selector(
                 "#stimulus",
@@ -106,6 +127,17 @@ def test_rate_by_keyboard_reload_resume_undo_in_chromium(tiny_dataset, scale_fil
             page.keyboard.press("Backspace")
             page.wait_for_function("document.body.dataset.done === '2'")
             assert page.eval_on_selector("#stimulus", "e => e.dataset.image") == seen[2]
+            # a HiDPI screen (2 device pixels per CSS pixel): still one image pixel per device
+            # pixel, i.e. 12x10 CSS pixels for the 24x20 image
+            hidpi = browser.new_page(device_scale_factor=2)
+            hidpi.goto(link)
+            hidpi.wait_for_function("document.body.dataset.ready === '1'")
+            dims = hidpi.eval_on_selector(
+                "#stimulus",
+                "e => [window.devicePixelRatio, e.naturalWidth, e.naturalHeight,"
+                " e.getBoundingClientRect().width, e.getBoundingClientRect().height]",
+            )
+            assert dims == [2, 24, 20, 12, 10]
             browser.close()
         # restart the server: the session resumes exactly where it stopped
         stop_server(server, thread, study)

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import csv
+import time
 
 import numpy as np
 import pandas as pd
+import pytest
 from openpyxl import Workbook
 
-from petctiqa.ratings.sheets import SIMULATED_BANNER, export_study, import_sheets
+from petctiqa.errors import RatingError
+from petctiqa.ratings.sheets import (
+    SIMULATED_BANNER,
+    SIMULATED_FIGURE_TITLE,
+    StudyWarning,
+    export_study,
+    import_sheets,
+)
 from petctiqa.ratings.study import open_study, simulate_study
+from tests.ratings.conftest import write_tiny_dataset
 
 
 def write_csv(path, rows, header=("image", "score")):
@@ -121,3 +131,105 @@ def test_export_of_a_real_study_has_no_simulation_banner(tiny_dataset, tmp_path)
     mos = pd.read_csv(out / "mos.csv")
     assert not mos.simulated.any() and (mos.n == 3).all()
     assert (out / "agreement.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_export_refuses_to_average_simulated_with_real_raters(tiny_dataset, tmp_path):
+    study = open_study(tiny_dataset)
+    simulate_study(study, 3, seed=1)
+    sheets = [write_csv(tmp_path / f"dr{k}.csv", full_sheet(study.images, k)) for k in range(2)]
+    assert import_sheets(study.store, sheets, study.images)[1] == 216
+    with pytest.raises(RatingError, match="refusing to average SIMULATED raters") as info:
+        export_study(study.store, tiny_dataset, study.images, tmp_path / "a", figure=False)
+    assert "sim01, sim02, sim03" in str(info.value) and "dr0, dr1" in str(info.value)
+    assert not (tmp_path / "a").exists()
+    # only the real raters
+    export_study(
+        study.store, tiny_dataset, study.images, tmp_path / "b", figure=False, simulated="exclude"
+    )
+    text = (tmp_path / "b" / "mos.csv").read_text()
+    assert not text.startswith("#")
+    mos = pd.read_csv(tmp_path / "b" / "mos.csv")
+    assert (mos.n == 2).all() and not mos.simulated.any()
+    first = study.images[0].image
+    assert mos.loc[mos.image == first, "mos"].item() == 0.5  # dr0 gave 0, dr1 gave 1
+    report = pd.read_csv(tmp_path / "b" / "rater_report.csv")
+    assert list(report.rater) == ["dr0", "dr1"]
+    # mixed on purpose: labelled SIMULATED everywhere
+    export_study(
+        study.store, tiny_dataset, study.images, tmp_path / "c", figure=False, simulated="include"
+    )
+    assert (tmp_path / "c" / "mos.csv").read_text().startswith(SIMULATED_BANNER)
+    mos = pd.read_csv(tmp_path / "c" / "mos.csv", comment="#")
+    assert (mos.n == 5).all() and mos.simulated.all()
+    report = pd.read_csv(tmp_path / "c" / "rater_report.csv", comment="#")
+    assert dict(zip(report.rater, report.simulated, strict=True)) == {
+        "dr0": False,
+        "dr1": False,
+        "sim01": True,
+        "sim02": True,
+        "sim03": True,
+    }
+
+
+def test_export_of_a_partly_rated_study_warns_how_many_images_have_no_ratings(
+    tiny_dataset, tmp_path
+):
+    study = open_study(tiny_dataset)
+    rows = full_sheet(study.images)[:100]
+    sheets = [write_csv(tmp_path / f"r{k}.csv", rows) for k in range(3)]
+    import_sheets(study.store, sheets, study.images, allow_missing=True)
+    with pytest.warns(StudyWarning, match="^8 of 108 images have no ratings yet"):
+        export_study(study.store, tiny_dataset, study.images, tmp_path / "o", mle=False)
+    mos = pd.read_csv(tmp_path / "o" / "mos.csv")
+    assert (mos.n == 0).sum() == 8 and mos.loc[mos.n == 0, "mos"].isna().all()
+
+
+def test_a_sheet_for_a_simulated_rater_is_refused_before_anything_is_written(
+    tiny_dataset, tmp_path
+):
+    study = open_study(tiny_dataset)
+    study.store.add_raters(["sim01"], simulated=True)  # a simulated rater, nothing rated yet
+    new = write_csv(tmp_path / "newcomer.csv", full_sheet(study.images))
+    clash = write_csv(tmp_path / "sim01.csv", full_sheet(study.images))
+    checks, count = import_sheets(study.store, [new, clash], study.images)
+    assert count == 0 and study.store.ratings() == []
+    assert checks[0].problems == ()
+    assert [str(p) for p in checks[1].problems] == [
+        f"{clash}: rater 'sim01' is a simulated rater in this study; a real sheet cannot use "
+        "that name (rename the rater)"
+    ]
+    # the valid sheet's rater was not registered either
+    assert study.store.rater("newcomer") is None
+    assert [r.rater for r in study.store.raters()] == ["sim01"]
+
+
+def test_agreement_figure_of_a_simulated_study_is_titled_simulated(tiny_dataset, tmp_path):
+    from PIL import Image
+
+    study = open_study(tiny_dataset)
+    simulate_study(study, 3, seed=0)
+    export_study(study.store, tiny_dataset, study.images, tmp_path / "sim", mle=False)
+    with Image.open(tmp_path / "sim" / "agreement.png") as im:
+        assert im.text["Title"] == SIMULATED_FIGURE_TITLE
+    # a real study's figure is not
+    real = write_tiny_dataset(tmp_path / "real")
+    study = open_study(real)
+    sheets = [write_csv(tmp_path / f"r{k}.csv", full_sheet(study.images, k)) for k in range(3)]
+    import_sheets(study.store, sheets, study.images)
+    export_study(study.store, real, study.images, tmp_path / "real_out", mle=False)
+    with Image.open(tmp_path / "real_out" / "agreement.png") as im:
+        assert "SIMULATED" not in im.text["Title"]
+
+
+def test_export_of_2700_images_by_5_raters_is_fast(tmp_path):
+    # the old exporter rebuilt a set of all ratings per image (O(n^2)): 21.5 s here
+    dataset = write_tiny_dataset(tmp_path / "big", patients=20, slices=5, size=(8, 8))
+    study = open_study(dataset, seed=0)
+    assert simulate_study(study, 5, seed=0) == 13500
+    start = time.perf_counter()
+    paths = export_study(study.store, dataset, study.images, tmp_path / "out", figure=False)
+    elapsed = time.perf_counter() - start
+    mos = pd.read_csv(paths["mos"], comment="#")
+    assert len(mos) == 2700 and (mos.n == 5).all()
+    assert np.isfinite(mos.mle_quality).all() and mos.mle_quality_std.max() < 0.35
+    assert elapsed < 5.0, elapsed

@@ -95,3 +95,101 @@ def test_admin_token_is_stored_only_as_a_hash(tiny_dataset):
     assert store.check_admin(token) and not store.check_admin(token + "x")
     conn = sqlite3.connect(tiny_dataset / "x.sqlite")
     assert token not in str(conn.execute("SELECT * FROM meta").fetchall())
+
+
+SLOW_NEXT = (
+    "SELECT p.position, p.image FROM presentation p LEFT JOIN ratings r "
+    "ON r.rater = p.rater AND r.image = p.image "
+    "WHERE p.rater = ? AND r.id IS NULL ORDER BY p.position LIMIT 1"
+)
+
+
+def reference_state(path, rater):
+    """next item and done count by the full (O(ratings)) queries."""
+    conn = sqlite3.connect(path)
+    row = conn.execute(SLOW_NEXT, (rater,)).fetchone()
+    done = conn.execute("SELECT COUNT(*) FROM ratings WHERE rater = ?", (rater,)).fetchone()[0]
+    conn.close()
+    return (None if row is None else (row[0], row[1])), done
+
+
+def test_cached_progress_matches_the_full_queries_through_rate_undo_and_import(tiny_dataset):
+    from petctiqa.ratings.store import Rating, utc_now
+
+    study = open_study(tiny_dataset, seed=4)
+    store = study.store
+    store.add_raters(["amy", "ben"])
+    db = tiny_dataset / "ratings.sqlite"
+    rng = np.random.default_rng(0)
+    # ben gets a partial sheet first (holes in his order), then rates in the web app
+    conn = sqlite3.connect(db)
+    order = [r[1] for r in conn.execute(SLOW_NEXT.replace("LIMIT 1", ""), ("ben",))]
+    conn.close()
+    picked = [order[i] for i in (1, 2, 5, 40, 107)]
+    store.insert_ratings([Rating("ben", im, 1, None, utc_now(), "import", False) for im in picked])
+    for step in range(160):
+        rater = ("amy", "ben")[step % 2]
+        if rng.random() < 0.2:
+            store.undo_last(rater)
+        else:
+            item = store.next_item(rater)
+            if item is not None:
+                store.record_web_rating(rater, item[1], item[0], int(rng.integers(0, 5)))
+        expected_next, expected_done = reference_state(db, rater)
+        assert store.next_item(rater) == expected_next
+        assert store.progress(rater).done == expected_done
+    # the imported ratings were skipped, never re-served
+    ben_web = {r.image for r in store.ratings() if r.rater == "ben" and r.source == "web"}
+    assert not ben_web & set(picked)
+    # rating everything leaves no next item
+    while (item := store.next_item("amy")) is not None:
+        store.record_web_rating("amy", item[1], item[0], 2)
+    assert store.progress("amy").done == 108 and reference_state(db, "amy") == (None, 108)
+
+
+def test_progress_cache_is_rebuilt_for_databases_made_before_it(tiny_dataset):
+    study = open_study(tiny_dataset, seed=4)
+    study.store.add_raters(["amy"])
+    for _ in range(7):
+        pos, image = study.store.next_item("amy")
+        study.store.record_web_rating("amy", image, pos, 3)
+    study.store.close()
+    conn = sqlite3.connect(tiny_dataset / "ratings.sqlite")
+    conn.executescript(
+        "DROP TRIGGER rater_progress_on_rating; DROP TRIGGER rater_progress_on_delete; "
+        "DROP TABLE rater_progress;"
+    )
+    conn.close()
+    again = open_study(tiny_dataset)
+    assert again.store.progress("amy").done == 7
+    assert (
+        again.store.next_item("amy") == reference_state(tiny_dataset / "ratings.sqlite", "amy")[0]
+    )
+    assert again.store.next_item("amy")[0] == 7
+
+
+def test_next_item_and_progress_are_index_lookups(tiny_dataset):
+    # the web app runs these on every rating: no scan over the rater's ratings
+    store = open_study(tiny_dataset, seed=4).store
+    store.add_raters(["amy"])
+    plans = []
+    original = store._connect
+
+    def spy():
+        tx = original()
+        real = tx.execute
+
+        def execute(sql, params=()):
+            if sql.lstrip().upper().startswith("SELECT"):
+                plans.extend(row[3] for row in real("EXPLAIN QUERY PLAN " + sql, params))
+            return real(sql, params)
+
+        tx.execute = execute
+        return tx
+
+    store._connect = spy
+    store.next_item("amy")
+    store.progress("amy")
+    scans = [p for p in plans if p.startswith("SCAN") and "images" not in p]
+    assert plans and not scans, plans
+    assert any("ratings_rater_time" in p for p in plans)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from petctiqa.ratings.study import open_study
-from petctiqa.ratings.web import create_app, is_loopback, training_anchors
+from petctiqa.ratings.web import bind_warning, create_app, is_loopback, training_anchors
 
 
 @pytest.fixture
@@ -110,3 +110,12 @@ def test_admin_views_need_the_admin_token(app_env):
 def test_loopback_detection():
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
+
+
+def test_bind_warning_only_for_non_loopback_hosts():
+    for host in ("127.0.0.1", "127.0.0.53", "::1", "localhost"):
+        assert bind_warning(host) is None
+    for host in ("0.0.0.0", "::", "192.168.1.5", "ratings.example.org"):
+        text = bind_warning(host)
+        assert text.startswith(f"warning: serving on {host}, reachable from other machines")
+        assert "links" in text and "TLS" in text

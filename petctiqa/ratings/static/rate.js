@@ -22,13 +22,56 @@
   let busy = false;
   let trainingIndex = -1;
   let onBreak = false;
+  // Score keys count only once the image they judge is on screen: false from the moment a new
+  // image is requested until its load event (a fast key press must not rate an image the rater
+  // has not seen).
+  let imageReady = false;
+  let shownUrl = null;
+  const WAIT_MESSAGE = "Wait until the image is shown.";
+
+  function setReady(ready) {
+    imageReady = ready;
+    body.dataset.ready = ready ? "1" : "0";
+  }
+
+  // One image pixel = one device pixel: CSS size = pixel size / devicePixelRatio, so neither a
+  // HiDPI screen nor browser zoom resamples the distortion the rater must judge.
+  function sizeToDevicePixels(width, height) {
+    const ratio = window.devicePixelRatio || 1;
+    img.style.width = width ? (width / ratio) + "px" : "";
+    img.style.height = height ? (height / ratio) + "px" : "";
+  }
 
   function showImage(url, width, height) {
     img.hidden = false;
+    if (url === shownUrl && imageReady) return;  // already on screen
+    setReady(false);
+    shownUrl = url;
     img.removeAttribute("src");
-    if (width && height) { img.width = width; img.height = height; }
-    else { img.removeAttribute("width"); img.removeAttribute("height"); }
+    img.removeAttribute("width");
+    img.removeAttribute("height");
+    sizeToDevicePixels(width, height);
     img.src = url;
+  }
+
+  img.addEventListener("load", function () {
+    if (img.getAttribute("src") !== shownUrl) return;  // a stale image
+    sizeToDevicePixels(img.naturalWidth, img.naturalHeight);
+    setReady(true);
+    if (message.textContent === WAIT_MESSAGE) message.textContent = "";
+  });
+  img.addEventListener("error", function () {
+    if (img.getAttribute("src") !== shownUrl) return;
+    message.textContent = "The image could not be loaded; reload the page.";
+  });
+
+  function watchPixelRatio() {
+    // zoom or a move to another screen changes devicePixelRatio: keep 1:1 device pixels
+    const query = window.matchMedia("(resolution: " + (window.devicePixelRatio || 1) + "dppx)");
+    query.addEventListener("change", function () {
+      if (img.naturalWidth) sizeToDevicePixels(img.naturalWidth, img.naturalHeight);
+      watchPixelRatio();
+    }, { once: true });
   }
 
   function render() {
@@ -48,6 +91,8 @@
     training.hidden = true;
     if (state.current === null) {
       img.hidden = true;
+      shownUrl = null;
+      setReady(false);
       img.dataset.image = "";
       doneBox.hidden = false;
       return;
@@ -80,6 +125,7 @@
 
   async function rate(score) {
     if (busy || onBreak || trainingIndex >= 0 || !state || state.current === null) return;
+    if (!imageReady) { message.textContent = WAIT_MESSAGE; return; }
     busy = true;
     try {
       const data = await call("POST", "/rating", {
@@ -156,5 +202,7 @@
   for (const button of document.querySelectorAll("button.score")) {
     button.addEventListener("click", function () { rate(Number(button.dataset.score)); });
   }
+  setReady(false);
+  watchPixelRatio();
   load();
 })();
