@@ -37,7 +37,7 @@ import sys
 import tempfile
 import threading
 import zipfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -799,6 +799,46 @@ class _StudyState:
         return self.plan.ct_candidates[self.ct_index]
 
 
+LOCK_FILE_NAME = ".petctiqa-fetch.lock"
+
+
+@contextlib.contextmanager
+def output_lock(out_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``out_dir`` for one fetch run (POSIX ``flock``; a no-op where
+    ``fcntl`` is missing). A second run on the same folder fails at once with a FetchError
+    instead of deleting the first run's downloads in progress. The lock file is removed on exit.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / LOCK_FILE_NAME
+    while True:
+        handle = open(path, "a+b")  # noqa: SIM115 - held open for the whole run
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise FetchError(
+                f"{out_dir}: another petctiqa fetch is writing to this folder "
+                f"(lock {path}); wait for it to finish or use another --out"
+            ) from None
+        try:  # the previous holder may have removed the file after we opened it: retry then
+            if os.path.samestat(os.fstat(handle.fileno()), os.stat(path)):
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        handle.close()
+
+
 def execute_fetch(
     client: TciaClient,
     plan: FetchPlan,
@@ -810,8 +850,20 @@ def execute_fetch(
     """Download what ``plan`` lists (see the module doc for the checks) and write metadata.csv.
 
     ``workers`` bounds parallel downloads. Raises FetchError after writing metadata.csv for the
-    complete pairs when any series could not be downloaded; running again resumes.
+    complete pairs when any series could not be downloaded; running again resumes. The output
+    folder is locked for the run (:func:`output_lock`).
     """
+    with output_lock(Path(plan.out_dir)):
+        return _execute_fetch_locked(client, plan, workers, progress, log)
+
+
+def _execute_fetch_locked(
+    client: TciaClient,
+    plan: FetchPlan,
+    workers: int,
+    progress: bool,
+    log: Callable[[str], None] | None,
+) -> FetchReport:
     say = log or (lambda message: None)
     out_dir = Path(plan.out_dir)
     staging = out_dir / PARTIAL_DIR_NAME

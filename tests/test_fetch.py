@@ -514,3 +514,19 @@ def test_a_member_with_missing_image_tags_fails_its_series_only(archive, tmp_pat
     with pytest.raises(SeriesCheckFailed, match="1-01.dcm has missing or malformed image tags"):
         install_series_zip(zip_path, series, tmp_path / "final", staging)
     assert not (tmp_path / "final").exists() and not any(staging.iterdir())
+
+
+def test_a_second_fetch_on_the_same_folder_is_refused_while_one_runs(server, tmp_path):
+    from petctiqa.fetch import LOCK_FILE_NAME, output_lock
+
+    out = tmp_path / "out"
+    with TciaClient(server.base_url, retry=RetryPolicy(attempts=1)) as client:
+        plan = plan_fetch(client, "Lung-PET-CT-Dx", out, n_patients=1)
+        with output_lock(out):
+            assert (out / LOCK_FILE_NAME).is_file()
+            with pytest.raises(FetchError, match="another petctiqa fetch is writing"):
+                execute_fetch(client, plan)
+            assert not server.image_requests()
+        assert not (out / LOCK_FILE_NAME).exists()
+        report = execute_fetch(client, plan)
+    assert report.pairs and not (out / LOCK_FILE_NAME).exists()
