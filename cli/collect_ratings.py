@@ -33,24 +33,63 @@ SCALE = click.option(
 )
 
 
-MLE_METHOD = click.option(
-    "--mle-method",
-    type=click.Choice(["reml", "ml"]),
-    default="reml",
-    show_default=True,
-    help="Subject model fit: reml (well-posed with few raters) or ml (SUREAL's estimator).",
+_AGGREGATION_OPTIONS = (
+    click.option(
+        "--ci",
+        type=click.Choice(["t", "normal"]),
+        default="t",
+        show_default=True,
+        help="95% CI of the MOS: Student t, or SUREAL's normal 1.96*s/sqrt(n).",
+    ),
+    click.option(
+        "--screening/--no-screening",
+        default=False,
+        show_default=True,
+        help="Drop raters rejected by ITU-R BT.500 from the MOS (always reported).",
+    ),
+    click.option(
+        "--zscore",
+        is_flag=True,
+        help="z-score each rater before averaging (mapped back to the scale).",
+    ),
+    click.option(
+        "--mle/--no-mle",
+        default=True,
+        show_default=True,
+        help="Fit the MLE subject model (quality, rater bias, inconsistency).",
+    ),
+    click.option(
+        "--mle-method",
+        type=click.Choice(["reml", "ml"]),
+        default="reml",
+        show_default=True,
+        help="Subject model fit: reml (well-posed with few raters) or ml (SUREAL's estimator).",
+    ),
+    click.option(
+        "--bt500-skip-unanimous",
+        is_flag=True,
+        help="BT.500: images all raters scored alike add no outliers (SUREAL counts them; "
+        "with 5 raters that makes everyone an outlier).",
+    ),
+    click.option(
+        "--include-simulated",
+        is_flag=True,
+        help="Average simulated and real raters together (refused by default; output is "
+        "labelled SIMULATED).",
+    ),
+    click.option(
+        "--exclude-simulated",
+        is_flag=True,
+        help="Use only the real raters' ratings when simulated ones are present too.",
+    ),
 )
-INCLUDE_SIMULATED = click.option(
-    "--include-simulated",
-    is_flag=True,
-    help="Average simulated and real raters together (refused by default; output is "
-    "labelled SIMULATED).",
-)
-EXCLUDE_SIMULATED = click.option(
-    "--exclude-simulated",
-    is_flag=True,
-    help="Use only the real raters' ratings when simulated ones are present too.",
-)
+
+
+def aggregation_options(command):
+    """The options `export` and `aggregate` share (CI, screening, z-score, MLE, simulated)."""
+    for option in reversed(_AGGREGATION_OPTIONS):
+        command = option(command)
+    return command
 
 
 def _simulated_mode(include: bool, exclude: bool) -> str:
@@ -225,37 +264,7 @@ def import_(dataset, db, scale, files, allow_missing) -> None:
     default=None,
     help="Output folder [default: the dataset folder].",
 )
-@click.option(
-    "--ci",
-    type=click.Choice(["t", "normal"]),
-    default="t",
-    show_default=True,
-    help="95% CI of the MOS: Student t, or SUREAL's normal 1.96*s/sqrt(n).",
-)
-@click.option(
-    "--screening/--no-screening",
-    default=False,
-    show_default=True,
-    help="Drop raters rejected by ITU-R BT.500 from the MOS (always reported).",
-)
-@click.option(
-    "--zscore", is_flag=True, help="z-score each rater before averaging (mapped back to the scale)."
-)
-@click.option(
-    "--mle/--no-mle",
-    default=True,
-    show_default=True,
-    help="Fit the MLE subject model (quality, rater bias, inconsistency).",
-)
-@MLE_METHOD
-@click.option(
-    "--bt500-skip-unanimous",
-    is_flag=True,
-    help="BT.500: images all raters scored alike add no outliers (SUREAL counts them; "
-    "with 5 raters that makes everyone an outlier).",
-)
-@INCLUDE_SIMULATED
-@EXCLUDE_SIMULATED
+@aggregation_options
 def export(
     dataset,
     db,
@@ -335,29 +344,6 @@ def export(
     help="Highest score of the rating scale (scores above are an error).",
 )
 @click.option(
-    "--ci",
-    type=click.Choice(["t", "normal"]),
-    default="t",
-    show_default=True,
-    help="95% CI of the MOS: Student t, or SUREAL's normal 1.96*s/sqrt(n).",
-)
-@click.option(
-    "--screening/--no-screening",
-    default=False,
-    show_default=True,
-    help="Drop raters rejected by ITU-R BT.500 from the MOS (always reported).",
-)
-@click.option(
-    "--zscore", is_flag=True, help="z-score each rater before averaging (mapped back to the scale)."
-)
-@click.option(
-    "--mle/--no-mle",
-    default=True,
-    show_default=True,
-    help="Fit the MLE subject model (quality, rater bias, inconsistency).",
-)
-@MLE_METHOD
-@click.option(
     "--content-column", default=None, help="Column naming each stimulus's source content (MLE)."
 )
 @click.option(
@@ -365,14 +351,7 @@ def export(
     default=None,
     help="Regex whose first group of the stimulus name is its content, e.g. '^([^_]+)_'.",
 )
-@click.option(
-    "--bt500-skip-unanimous",
-    is_flag=True,
-    help="BT.500: images all raters scored alike add no outliers (SUREAL counts them; "
-    "with 5 raters that makes everyone an outlier).",
-)
-@INCLUDE_SIMULATED
-@EXCLUDE_SIMULATED
+@aggregation_options
 def aggregate_cmd(
     ratings_csv,
     out,

@@ -14,7 +14,7 @@ import json
 import re
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +67,10 @@ class SheetCheck:
     rater: str
     ratings: tuple[Rating, ...]
     problems: tuple[SheetProblem, ...]
+
+    def with_problem(self, message: str) -> SheetCheck:
+        """This check with one more problem about the whole sheet (no line number)."""
+        return replace(self, problems=(*self.problems, SheetProblem(self.file, None, message)))
 
 
 def _read_sheet_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
@@ -225,33 +229,12 @@ def import_sheets(
             Path(path), images, already, store.scale_min, store.scale_max, None, allow_missing
         )
         if check.rater in raters_seen and not check.problems:
-            check = SheetCheck(
-                check.file,
-                check.rater,
-                check.ratings,
-                (
-                    SheetProblem(
-                        check.file,
-                        None,
-                        f"rater {check.rater!r} also in {raters_seen[check.rater]}",
-                    ),
-                ),
-            )
+            check = check.with_problem(f"rater {check.rater!r} also in {raters_seen[check.rater]}")
         existing = store.rater(check.rater)
         if existing is not None and existing.simulated:
-            check = SheetCheck(
-                check.file,
-                check.rater,
-                check.ratings,
-                (
-                    *check.problems,
-                    SheetProblem(
-                        check.file,
-                        None,
-                        f"rater {check.rater!r} is a simulated rater in this study; a real "
-                        "sheet cannot use that name (rename the rater)",
-                    ),
-                ),
+            check = check.with_problem(
+                f"rater {check.rater!r} is a simulated rater in this study; a real "
+                "sheet cannot use that name (rename the rater)"
             )
         raters_seen.setdefault(check.rater, check.file)
         checks.append(check)

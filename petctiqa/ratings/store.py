@@ -500,17 +500,7 @@ class RatingStore:
 
     def insert_ratings(self, ratings: Sequence[Rating]) -> int:
         """Insert many ratings in ONE transaction (all or nothing); returns the count."""
-        with self._write_lock, self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._insert_ratings(conn, ratings)
-            except sqlite3.IntegrityError as exc:
-                conn.rollback_quietly()
-                raise RatingError(f"{self.path}: ratings not stored ({exc})") from None
-            except BaseException:
-                conn.rollback_quietly()
-                raise
-        return len(ratings)
+        return self.add_raters_with_ratings((), ratings)
 
     def _insert_ratings(self, conn: _Tx, ratings: Sequence[Rating]) -> None:
         conn.executemany(
