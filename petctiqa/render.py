@@ -35,17 +35,21 @@ SUV_UNITS = ("SUVbw", "GML")
 # ----------------------------------------------------------------------------- resampling
 
 
+def _check_slice_index(ct: Volume, ct_slice: int) -> None:
+    if not 0 <= ct_slice < ct.shape[0]:
+        raise PetctiqaError(
+            f"CT slice index {ct_slice} out of range 0..{ct.shape[0] - 1} "
+            f"(series {ct.series.series_uid})"
+        )
+
+
 def ct_slice_to_pet_voxels(pet: Volume, ct: Volume, ct_slice: int) -> np.ndarray:
     """Fractional PET voxel coordinates ``(k, j, i)`` of every pixel of one CT slice.
 
     Returns float64, shape ``(3, ct rows, ct cols)`` (order as ``pet.array`` axes).
     """
-    n_slices, rows, cols = ct.shape
-    if not 0 <= ct_slice < n_slices:
-        raise PetctiqaError(
-            f"CT slice index {ct_slice} out of range 0..{n_slices - 1} "
-            f"(series {ct.series.series_uid})"
-        )
+    _check_slice_index(ct, ct_slice)
+    _, rows, cols = ct.shape
     ct_to_pet = np.linalg.inv(pet.affine) @ ct.affine  # CT voxel (i, j, k, 1) -> PET voxel
     offset = ct_to_pet[:3, 2] * ct_slice + ct_to_pet[:3, 3]
     column = np.arange(cols, dtype=np.float64)
@@ -71,11 +75,7 @@ def resample_pet_to_ct_slice(pet: Volume, ct: Volume, ct_slice: int) -> np.ndarr
             f"PET series {pet.series.series_uid} (frame of reference {pet_for}) and CT series "
             f"{ct.series.series_uid} ({ct_for}) are not in the same frame of reference"
         )
-    if not 0 <= ct_slice < ct.shape[0]:
-        raise PetctiqaError(
-            f"CT slice index {ct_slice} out of range 0..{ct.shape[0] - 1} "
-            f"(series {ct.series.series_uid})"
-        )
+    _check_slice_index(ct, ct_slice)
     ct_to_pet = np.linalg.inv(pet.affine) @ ct.affine
     if _axis_aligned(ct_to_pet):
         return _resample_axis_aligned(pet, ct, ct_slice, ct_to_pet)

@@ -185,14 +185,6 @@ def encode_png(rgb: np.ndarray) -> bytes:
     return png.tobytes()
 
 
-def decode_rgb(data: bytes) -> np.ndarray:
-    """uint8 (H, W, 3) RGB pixels of an encoded PNG or JPEG."""
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DatasetError("cannot decode image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 def slice_id_for(patient_id: str, slice_number: int) -> str:
     return f"{patient_id}_s{slice_number}"
 
@@ -302,7 +294,7 @@ class SliceTask:
 
 def distort_slice(task: SliceTask) -> SliceOutcome:
     """Write the 27 distorted images of one slice and its contact sheet (skipping verified ones)."""
-    from petctiqa.distort import distort_image
+    from petctiqa.distort import decode_image, distort_image
 
     plan = task.plan
     reference_bytes = (task.out_dir / plan.reference).read_bytes()
@@ -310,7 +302,7 @@ def distort_slice(task: SliceTask) -> SliceOutcome:
         raise DatasetError(
             f"{task.out_dir / plan.reference}: reference render changed during build"
         )
-    reference = decode_rgb(reference_bytes)
+    reference = decode_image(reference_bytes)
     expected = dict(task.expected or ())
     hashes: list[tuple[str, str]] = []
     tiles: list[SheetTile] = []
