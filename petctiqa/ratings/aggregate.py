@@ -228,6 +228,20 @@ def check_scale(matrix: ScoreMatrix, scale_min: float, scale_max: float) -> None
 # ----------------------------------------------------------------------------- MOS + CI
 
 
+def _means(
+    scores: np.ndarray, axis: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Means ignoring NaN (unrated) per stimulus (``axis=1``, rows) or per rater (``axis=0``):
+    rated mask, count, mean, and deviations from the mean (0 where unrated). A stimulus or rater
+    with no ratings has a NaN mean."""
+    mask = ~np.isnan(scores)
+    n = mask.sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(mask, scores, 0.0).sum(axis=axis) / n
+        dev = np.where(mask, scores - np.expand_dims(mean, axis), 0.0)
+    return mask, n, mean, dev
+
+
 def mos_statistics(scores: np.ndarray, ci: str = "t", confidence: float = 0.95) -> MosStats:
     """MOS, sample std (ddof=1), n and the CI of the mean per stimulus (row).
 
@@ -236,12 +250,8 @@ def mos_statistics(scores: np.ndarray, ci: str = "t", confidence: float = 0.95) 
     """
     if ci not in CI_METHODS:
         raise RatingError(f"unknown CI method {ci!r}; use one of {', '.join(CI_METHODS)}")
-    mask = ~np.isnan(scores)
-    n = mask.sum(axis=1)
-    x0 = np.where(mask, scores, 0.0)
+    _, n, mos, dev = _means(scores)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mos = x0.sum(axis=1) / n
-        dev = np.where(mask, scores - mos[:, None], 0.0)
         std = np.sqrt((dev**2).sum(axis=1) / (n - 1))
         std = np.where(n >= 2, std, np.nan)
         std_err = std / np.sqrt(n)
@@ -283,12 +293,8 @@ def bt500_screening(
     ``skip_unanimous=True`` lets such stimuli add no outliers (the only deviation from SUREAL;
     it changes nothing where the scores vary).
     """
-    mask = ~np.isnan(scores)
-    n = mask.sum(axis=1)
-    x0 = np.where(mask, scores, 0.0)
+    mask, n, mu, dev = _means(scores)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mu = x0.sum(axis=1) / n
-        dev = np.where(mask, scores - mu[:, None], 0.0)
         m2 = (dev**2).sum(axis=1) / n
         m4 = (dev**4).sum(axis=1) / n
         kurt = np.where(m2 > 0, m4 / m2**2, np.nan)
@@ -325,12 +331,8 @@ def bt500_screening(
 def zscore_scores(scores: np.ndarray) -> np.ndarray:
     """Per-rater z-scores (SUREAL ``zscore_mode``): subtract the rater's mean over the stimuli
     they rated and divide by their sample std (ddof=1). Raters with zero spread map to 0."""
-    mask = ~np.isnan(scores)
-    n = mask.sum(axis=0)
-    x0 = np.where(mask, scores, 0.0)
+    mask, n, mu, dev = _means(scores, axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mu = x0.sum(axis=0) / n
-        dev = np.where(mask, scores - mu[None, :], 0.0)
         sd = np.sqrt((dev**2).sum(axis=0) / (n - 1))
         z = (scores - mu[None, :]) / sd[None, :]
     z = np.where(mask & ~np.isfinite(z), 0.0, z)
@@ -339,11 +341,10 @@ def zscore_scores(scores: np.ndarray) -> np.ndarray:
 
 def zscore_to_scale(z: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Map z-scores back onto the original scale: grand mean + mean rater std * z."""
-    mask = ~np.isnan(scores)
     grand = np.nanmean(scores)
-    n = mask.sum(axis=0)
+    _, n, _, dev = _means(scores, axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        sd = np.sqrt(np.nansum((scores - np.nanmean(scores, axis=0)) ** 2, axis=0) / (n - 1))
+        sd = np.sqrt((dev**2).sum(axis=0) / (n - 1))
     return grand + np.nanmean(sd[np.isfinite(sd)]) * z
 
 
