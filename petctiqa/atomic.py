@@ -9,10 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+_TEMPORARY_NAME = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp")
+"""``tempfile.mkstemp(prefix=".<target>.", suffix=".tmp")``: the writer's temporary files."""
+
+
+def temporary_target(name: str) -> str | None:
+    """The file name a temporary file of :func:`atomic_writer` was going to replace, or None
+    when ``name`` is not such a temporary (one is left behind only by a killed process)."""
+    match = _TEMPORARY_NAME.fullmatch(name)
+    return None if match is None else match["target"]
 
 
 @contextlib.contextmanager

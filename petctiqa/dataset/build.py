@@ -24,7 +24,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -44,7 +43,7 @@ import cv2
 import numpy as np
 
 from petctiqa import __version__
-from petctiqa.atomic import atomic_write_bytes, atomic_write_text
+from petctiqa.atomic import atomic_write_bytes, atomic_write_text, temporary_target
 from petctiqa.dataset.manifest import MANIFEST_NAME, ImageRecord, write_manifest
 from petctiqa.dataset.select import (
     NoUsableSlices,
@@ -488,9 +487,6 @@ def check_source_series(out_dir: Path, series: dict[str, dict[str, str]]) -> Non
         )
 
 
-ATOMIC_TEMPORARY = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp")
-"""Name of a temporary file of :func:`petctiqa.atomic.atomic_writer` (``.<target>.<random>.tmp``,
-``tempfile.mkstemp``); one is left behind only when the process was killed while writing."""
 OUTPUT_FILES = (MANIFEST_NAME, SPLIT_NAME, DATASET_JSON)
 
 
@@ -509,10 +505,10 @@ def remove_stale_temporaries(out_dir: Path) -> int:
         except FileNotFoundError:
             continue
         for entry in entries:
-            match = ATOMIC_TEMPORARY.fullmatch(entry.name)
-            if match is None or not entry.is_file(follow_symlinks=False):
+            target = temporary_target(entry.name)
+            if target is None or not entry.is_file(follow_symlinks=False):
                 continue
-            if folder == out_dir and match["target"] not in OUTPUT_FILES:
+            if folder == out_dir and target not in OUTPUT_FILES:
                 continue
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry.path)
