@@ -1,9 +1,11 @@
 """Index a folder tree of DICOM files into image series, from headers only.
 
 Works on any layout (the NBIA Data Retriever's ``Subject/Study/Series/*.dcm``, flat folders,
-UID-named folders): file and folder names are never interpreted, only headers. Each file is read
-with ``stop_before_pixels`` and only the tags the index needs (``specific_tags``), so indexing
-is bounded by disk reads. Files that are not single-frame images with patient geometry are
+UID-named folders): file and folder names are never interpreted, only headers. Each header is
+read up to the pixel data, keeping only the tags the index needs: by
+:func:`petctiqa.dicom.header_scan.scan_header` (about 0.25 ms per file) when the file is plain
+little-endian DICOM, else by pydicom (``stop_before_pixels``, ``specific_tags``; both give the
+same values). Files that are not single-frame images with patient geometry are
 skipped and reported with the reason (non-DICOM, DICOMDIR, RTSTRUCT, SEG, SR, KO, PR, ...).
 """
 
@@ -17,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
-from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from petctiqa.dicom.header_scan import HeaderLike, scan_header
 from petctiqa.dicom.records import DicomIndex, SeriesInfo, SkippedFile, SliceGeometry
 from petctiqa.dicom.volume import (
     looks_like_raw_dataset,
@@ -89,6 +91,7 @@ INDEX_TAGS = [
     "SamplesPerPixel",
 ]
 """The only tags read while indexing (plus the file meta information)."""
+INDEX_KEYWORDS = frozenset(INDEX_TAGS)
 
 
 @dataclass(frozen=True)
@@ -134,13 +137,17 @@ def list_files(root: Path) -> list[Path]:
     return found
 
 
-def read_index_header(path: Path) -> Dataset | str:
+def read_index_header(path: Path) -> HeaderLike | str:
     """Read the indexing tags of one file: the header, or the reason it is not usable.
 
-    Files with the standard preamble are read with ``force=False``; a file without preamble is
-    read only when it starts like a raw DICOM data set (little-endian group 0002/0008 tag).
+    Plain little-endian files are read by :func:`scan_header`, the others by pydicom. Files with
+    the standard preamble are read with ``force=False``; a file without preamble is read only
+    when it starts like a raw DICOM data set (little-endian group 0002/0008 tag).
     """
     try:
+        scanned = scan_header(path, INDEX_KEYWORDS)
+        if scanned is not None:
+            return scanned
         with open(path, "rb") as handle:
             head = handle.read(132)
     except OSError as exc:
@@ -160,7 +167,7 @@ def read_index_header(path: Path) -> Dataset | str:
     return header
 
 
-def classify_header(header: Dataset) -> str | None:
+def classify_header(header: HeaderLike) -> str | None:
     """None when the header is a usable single-frame image slice, else the skip reason."""
     meta_class = str(getattr(header.file_meta, "MediaStorageSOPClassUID", "") or "")
     if meta_class == DICOMDIR_SOP_CLASS:
@@ -190,7 +197,7 @@ def classify_header(header: Dataset) -> str | None:
     return None
 
 
-def truncation_reason(header: Dataset, file_size: int) -> str | None:
+def truncation_reason(header: HeaderLike, file_size: int) -> str | None:
     """A reason when an uncompressed image file is too short to hold its pixel data."""
     syntax = getattr(header.file_meta, "TransferSyntaxUID", None)
     if syntax is not None and getattr(syntax, "is_compressed", False):
@@ -209,7 +216,7 @@ def truncation_reason(header: Dataset, file_size: int) -> str | None:
     return None
 
 
-def series_facts(header: Dataset) -> SeriesFacts:
+def series_facts(header: HeaderLike) -> SeriesFacts:
     """The series-level tags of a usable image header (see :func:`classify_header`)."""
     modality = str(header.Modality).upper()
     try:

@@ -22,8 +22,9 @@ from datetime import date, datetime, time, timedelta
 from pydicom.dataset import Dataset
 from pydicom.valuerep import DA, DT, TM
 
+from petctiqa.dicom.header_scan import HeaderLike
 from petctiqa.dicom.records import SeriesInfo, Volume
-from petctiqa.dicom.volume import read_sorted_series, rescaled_pixels, series_label
+from petctiqa.dicom.volume import full_dataset, read_sorted_series, rescaled_pixels, series_label
 from petctiqa.errors import DicomError
 
 SUV_UNIT = "SUVbw"
@@ -99,7 +100,7 @@ def _combine(day: date | None, moment: time | None) -> datetime | None:
     )
 
 
-def acquisition_datetime(header: Dataset) -> datetime | None:
+def acquisition_datetime(header: HeaderLike) -> datetime | None:
     """AcquisitionDateTime, else (AcquisitionDate or SeriesDate) + AcquisitionTime."""
     explicit = parse_datetime(header.get("AcquisitionDateTime"), "AcquisitionDateTime")
     if explicit is not None:
@@ -247,13 +248,14 @@ def suv_factor(header: Dataset, acquisition_times: Iterable[datetime | None] = (
     return suv_parameters(header, acquisition_times).factor
 
 
-def series_suv_parameters(headers: Sequence[Dataset], label: str) -> SuvParameters:
-    """SUV parameters of a series from all its slice headers; errors name the series."""
+def series_suv_parameters(headers: Sequence[HeaderLike], label: str) -> SuvParameters:
+    """SUV parameters of a series from all its slice headers (the first one's in full: it is
+    read again with pydicom when scanned); errors name the series."""
     if not headers:
         raise DicomError(f"{label}: no slices")
     try:
         times = [acquisition_datetime(h) for h in headers]
-        return suv_parameters(headers[0], times)
+        return suv_parameters(full_dataset(headers[0], stop_before_pixels=True), times)
     except DicomError as exc:
         raise DicomError(f"{label}: {exc}") from exc
 

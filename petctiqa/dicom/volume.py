@@ -19,6 +19,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from petctiqa.dicom.header_scan import HeaderLike, ScannedHeader, scan_header
 from petctiqa.dicom.records import SeriesInfo, SliceGeometry, Volume
 from petctiqa.errors import DicomError
 
@@ -188,7 +189,7 @@ def _fmt(values: np.ndarray) -> str:
     return "[" + ", ".join(f"{v:.4g}" for v in np.ravel(values)) + "]"
 
 
-def slice_geometry_from_header(ds: Dataset, source: str) -> SliceGeometry:
+def slice_geometry_from_header(ds: HeaderLike, source: str) -> SliceGeometry:
     """Read one instance's geometry tags; DicomError naming ``source`` when one is missing."""
     try:
         position = tuple(float(v) for v in ds.ImagePositionPatient)
@@ -236,25 +237,74 @@ def series_stack_geometry(series: SeriesInfo) -> StackGeometry:
     )
 
 
+LOAD_KEYWORDS = frozenset(
+    {
+        "SOPInstanceUID",
+        "SeriesInstanceUID",
+        "NumberOfFrames",
+        "ImagePositionPatient",
+        "ImageOrientationPatient",
+        "PixelSpacing",
+        "Rows",
+        "Columns",
+        "SamplesPerPixel",
+        "BitsAllocated",
+        "BitsStored",
+        "PixelRepresentation",
+        "RescaleSlope",
+        "RescaleIntercept",
+        "ModalityLUTSequence",
+        # the acquisition time of every PET slice (SUV decay correction)
+        "AcquisitionDateTime",
+        "AcquisitionDate",
+        "AcquisitionTime",
+        "SeriesDate",
+    }
+)
+"""Tags a volume needs from each slice's header (a present ModalityLUTSequence, a sequence,
+sends that file to pydicom)."""
+
+
 @dataclass(frozen=True)
 class SortedSeries:
-    """All instances of a series read with pixels, sorted along the normal."""
+    """All instances of a series, sorted along the normal: their headers (the pixels are read
+    by :func:`rescaled_pixels`)."""
 
-    datasets: tuple[Dataset, ...]
+    datasets: tuple[HeaderLike, ...]
     files: tuple[Path, ...]
     geometry: StackGeometry
 
 
+def read_slice_header(path: Path) -> HeaderLike:
+    """The header of one slice for loading: :func:`scan_header` for plain little-endian files
+    (pixels are then read from the file by :func:`native_pixels`), else pydicom's whole file."""
+    try:
+        scanned = scan_header(path, LOAD_KEYWORDS)
+        if scanned is not None:
+            return scanned
+        with quiet_pydicom():
+            return pydicom.dcmread(path, force=_needs_force(path))
+    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+        raise DicomError(f"{path}: cannot read DICOM file ({exc})") from exc
+
+
+def full_dataset(header: HeaderLike, stop_before_pixels: bool = False) -> Dataset:
+    """A pydicom data set for ``header`` (read from its file when it is a scanned header)."""
+    if isinstance(header, Dataset):
+        return header
+    try:
+        with quiet_pydicom():
+            return pydicom.dcmread(header.path, stop_before_pixels=stop_before_pixels)
+    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+        raise DicomError(f"{header.path}: cannot read DICOM file ({exc})") from exc
+
+
 def read_sorted_series(series: SeriesInfo) -> SortedSeries:
-    """Read every file of ``series`` (headers and pixels) and sort the slices by geometry."""
+    """Read the header of every file of ``series`` and sort the slices by geometry."""
     label = series_label(series)
     datasets = []
     for path in series.files:
-        try:
-            with quiet_pydicom():
-                ds = pydicom.dcmread(path, force=_needs_force(path))
-        except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
-            raise DicomError(f"{path}: cannot read DICOM file ({exc})") from exc
+        ds = read_slice_header(path)
         if str(ds.get("SeriesInstanceUID", "")) != series.series_uid:
             raise DicomError(f"{path}: SeriesInstanceUID differs from the indexed series {label}")
         if int(ds.get("NumberOfFrames", 1) or 1) != 1:
@@ -302,9 +352,10 @@ NATIVE_LITTLE_ENDIAN_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1
 """Implicit and Explicit VR Little Endian: uncompressed pixels stored as plain LE integers."""
 
 
-def native_pixels(ds: Dataset) -> np.ndarray | None:
+def native_pixels(ds: HeaderLike) -> np.ndarray | None:
     """The stored pixels of a plain uncompressed single-frame greyscale slice, read straight from
-    the PixelData bytes (a view, no copy), or None when pydicom's full decoder is needed.
+    the PixelData bytes (from the file for a scanned header), or None when pydicom's full
+    decoder is needed.
 
     Taken only when nothing needs interpreting: little-endian native transfer syntax, one
     sample, one frame, BitsStored == BitsAllocated in (8, 16, 32) and enough bytes; the result
@@ -312,7 +363,9 @@ def native_pixels(ds: Dataset) -> np.ndarray | None:
     """
     meta = getattr(ds, "file_meta", None)
     syntax = str(getattr(meta, "TransferSyntaxUID", "") or "")
-    if syntax not in NATIVE_LITTLE_ENDIAN_SYNTAXES or "PixelData" not in ds:
+    if syntax not in NATIVE_LITTLE_ENDIAN_SYNTAXES:
+        return None
+    if isinstance(ds, Dataset) and "PixelData" not in ds:
         return None
     try:
         bits = int(ds.BitsAllocated)
@@ -328,11 +381,17 @@ def native_pixels(ds: Dataset) -> np.ndarray | None:
         rows, columns = int(ds.Rows), int(ds.Columns)
     except (AttributeError, TypeError, ValueError):
         return None
-    data = ds.PixelData
     dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
-    if not isinstance(data, bytes) or len(data) < rows * columns * dtype.itemsize:
+    count = rows * columns
+    if isinstance(ds, ScannedHeader):
+        if ds.pixel_offset is None or (ds.pixel_length or 0) < count * dtype.itemsize:
+            return None
+        pixels = np.fromfile(ds.path, dtype, count=count, offset=ds.pixel_offset)
+        return pixels.reshape(rows, columns) if pixels.size == count else None
+    data = ds.PixelData
+    if not isinstance(data, bytes) or len(data) < count * dtype.itemsize:
         return None
-    return np.frombuffer(data, dtype, count=rows * columns).reshape(rows, columns)
+    return np.frombuffer(data, dtype, count=count).reshape(rows, columns)
 
 
 def rescaled_pixels(sorted_series: SortedSeries, label: str) -> np.ndarray:
@@ -349,6 +408,7 @@ def rescaled_pixels(sorted_series: SortedSeries, label: str) -> np.ndarray:
             raise DicomError(f"{path}: colour images are not supported ({label})")
         stored = native_pixels(ds)
         if stored is None:
+            ds = full_dataset(ds)
             try:
                 stored = ds.pixel_array
             except Exception as exc:  # pydicom raises many types for unsupported/corrupt data
@@ -367,7 +427,7 @@ def rescaled_pixels(sorted_series: SortedSeries, label: str) -> np.ndarray:
     return volume
 
 
-def _float_tag(ds: Dataset, keyword: str, default: float, path: Path) -> float:
+def _float_tag(ds: HeaderLike, keyword: str, default: float, path: Path) -> float:
     value = ds.get(keyword)
     if value is None or value == "":
         return default
