@@ -153,7 +153,7 @@ class BuildSummary:
     """Wall time of the whole call (phantom generation included when it happened)."""
     phantom_seconds: float = 0.0
     index_seconds: float = 0.0
-    """Wall time of indexing the DICOM tree and pairing."""
+    """Wall time of indexing the DICOM tree and pairing (the workers start meanwhile)."""
     patient_task_seconds: float = 0.0
     """Summed worker time of the patient tasks (load volumes, choose slices, render)."""
     slice_task_seconds: float = 0.0
@@ -668,17 +668,15 @@ def broken_series(index: DicomIndex) -> list[BrokenSeries]:
     return found
 
 
-def _find_pairs(
-    src: Path, progress: bool, log: Log, executor: Executor | None = None
-) -> SourceScan:
+def _find_pairs(src: Path, progress: bool, log: Log) -> SourceScan:
     """All PET/CT pairs under ``src``, the damaged files the index skipped and the series they
-    break (headers are parsed in ``executor`` when given)."""
+    break."""
     from petctiqa.dicom.index import describe_skipped, index_dicom_tree, is_nbia_metadata
     from petctiqa.dicom.pairing import find_pet_ct_pairs, unpaired_pet_series
 
     if not src.is_dir():
         raise DatasetError(f"{src}: source folder not found")
-    index = index_dicom_tree(src, progress=progress, executor=executor)
+    index = index_dicom_tree(src, progress=progress)
     # the metadata.csv of an NBIA download is expected: listed by `inspect`, not reported here
     reported = [s for s in index.skipped if not is_nbia_metadata(s)]
     if reported:
@@ -855,10 +853,15 @@ def build_dataset(options: BuildOptions, log: Log | None = None) -> BuildSummary
     else:
         src = Path(options.src)  # type: ignore[arg-type]
     phantom_seconds = time.perf_counter() - started
-    # one pool for the whole build: it parses the DICOM headers first, then runs the tasks
+    # One pool for the whole build. Its workers start (spawn, imports: ~0.5 s) while this
+    # process indexes the DICOM headers itself: at ~0.25 ms per header that is faster than
+    # shipping the results back from workers (2,657 phantom files: 0.6 s here against 1.0-1.2 s
+    # through a fresh 2-worker pool, measured on 2 cores).
     executor = _executor(jobs)
     try:
-        scan = _find_pairs(src, options.progress, log, None if jobs == 1 else executor)
+        for _ in range(jobs if jobs > 1 else 0):
+            executor.submit(int)  # start every worker now
+        scan = _find_pairs(src, options.progress, log)
         index_seconds = time.perf_counter() - started - phantom_seconds
         best, order = _candidate_order(src, scan, options, n_patients, log)
         series = source_series(best, order)

@@ -73,8 +73,9 @@ class ScannedHeader:
     """The wanted elements of one file, decoded as pydicom would, with a ``Dataset``-like face:
     ``header.get("Rows")``, ``"Rows" in header``, ``header.Rows``, ``header.file_meta``.
 
-    Only the keywords it was asked for can be looked up (others raise KeyError: a programming
-    error, not an absent element). An element that is present but empty holds ``""`` (text)
+    Only the keywords it was asked for can be looked up (others raise KeyError, or
+    AttributeError for ``header.X``, with a message saying so: a programming error, not an
+    absent element). An element that is present but empty holds ``""`` (text)
     or ``None`` (numbers), like pydicom.
     """
 
@@ -114,7 +115,8 @@ class ScannedHeader:
         # only reached for names that are not slots
         if keyword.startswith("_"):
             raise AttributeError(keyword)
-        self._check(keyword)
+        if keyword not in self._wanted:
+            raise AttributeError(f"{keyword} was not read by scan_header (ask for it)")
         try:
             return self._values[keyword]
         except KeyError:
