@@ -19,7 +19,9 @@ every real and phantom file.
 
 from __future__ import annotations
 
+import functools
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,9 +101,9 @@ class ScannedHeader:
         encapsulated)."""
         self.pixel_length = pixel_length
 
-    def _check(self, keyword: str) -> None:
+    def _check(self, keyword: str, error: type[Exception] = KeyError) -> None:
         if keyword not in self._wanted:
-            raise KeyError(f"{keyword} was not read by scan_header (ask for it)")
+            raise error(f"{keyword} was not read by scan_header (ask for it)")
 
     def get(self, keyword: str, default: Any = None) -> Any:
         self._check(keyword)
@@ -115,8 +117,7 @@ class ScannedHeader:
         # only reached for names that are not slots
         if keyword.startswith("_"):
             raise AttributeError(keyword)
-        if keyword not in self._wanted:
-            raise AttributeError(f"{keyword} was not read by scan_header (ask for it)")
+        self._check(keyword, AttributeError)
         try:
             return self._values[keyword]
         except KeyError:
@@ -130,22 +131,15 @@ class _Wanted:
     """tag -> (keyword, VR)."""
 
 
-_WANTED_CACHE: dict[frozenset[str], _Wanted] = {}
-
-
+@functools.cache
 def _wanted(keywords: frozenset[str]) -> _Wanted:
-    cached = _WANTED_CACHE.get(keywords)
-    if cached is not None:
-        return cached
     by_tag = {}
     for keyword in keywords:
         tag = tag_for_keyword(keyword)
         if tag is None:
             raise ValueError(f"unknown DICOM keyword {keyword!r}")
         by_tag[int(tag)] = (keyword, dictionary_VR(tag))
-    wanted = _Wanted(keywords, by_tag)
-    _WANTED_CACHE[keywords] = wanted
-    return wanted
+    return _Wanted(keywords, by_tag)
 
 
 def scan_header(path: Path, keywords: frozenset[str]) -> ScannedHeader | None:
@@ -191,21 +185,13 @@ def _scan(path: Path, data: bytes, complete: bool, wanted: _Wanted) -> ScannedHe
     meta: dict[int, bytes] = {}
     while True:
         need(pos + 8)
-        group, element, vr, length = _TAG_VR_SHORT_LENGTH.unpack_from(data, pos)
-        if group != 0x0002:
+        if data[pos : pos + 2] != b"\x02\x00":  # group 0002 ends the meta information
             break
-        if vr in _LONG_VRS:
-            need(pos + 12)
-            (length,) = _UINT32.unpack_from(data, pos + 8)
-            pos += 12
-        elif vr.isalpha() and vr.isupper():
-            pos += 8
-        else:
-            raise _Unsupported  # an implicit VR meta group: not conformant, pydicom copes
+        tag, _vr, length, pos = _element_header(data, pos, True, need)
         if length == _UNDEFINED:
             raise _Unsupported
         need(pos + length)
-        meta[element] = data[pos : pos + length]
+        meta[tag & 0xFFFF] = data[pos : pos + length]
         pos += length
     if 0x0010 not in meta:
         raise _Unsupported
@@ -228,29 +214,14 @@ def _scan(path: Path, data: bytes, complete: bool, wanted: _Wanted) -> ScannedHe
     offset: int | None = None
     pixel_length: int | None = None
     while pos < size or not complete:
-        need(pos + 8)
-        if explicit:
-            group, element, vr, length = _TAG_VR_SHORT_LENGTH.unpack_from(data, pos)
-            if vr in _LONG_VRS:
-                need(pos + 12)
-                (length,) = _UINT32.unpack_from(data, pos + 8)
-                pos += 12
-            elif vr.isalpha() and vr.isupper():
-                pos += 8
-            else:
-                raise _Unsupported  # not a VR: malformed
-        else:
-            group, element, length = _TAG_LENGTH.unpack_from(data, pos)
-            vr = None
-            pos += 8
-        tag = group << 16 | element
+        tag, vr, length, pos = _element_header(data, pos, explicit, need)
         if tag == PIXEL_DATA_TAG:
             if length != _UNDEFINED:
                 offset, pixel_length = pos, length
             break
+        if tag in wanted.by_tag and length == _UNDEFINED:
+            raise _Unsupported  # a wanted sequence
         if length == _UNDEFINED:
-            if tag in wanted.by_tag or vr not in (None, b"SQ"):
-                raise _Unsupported  # a wanted sequence, or UN of undefined length
             pos = _skip_sequence(data, pos, explicit, need)
             continue
         need(pos + length)
@@ -267,11 +238,34 @@ def _scan(path: Path, data: bytes, complete: bool, wanted: _Wanted) -> ScannedHe
     return ScannedHeader(path, file_meta, values, wanted.keywords, offset, pixel_length)
 
 
-def _skip_sequence(data: bytes, pos: int, explicit: bool, need) -> int:
+def _element_header(
+    data: bytes, pos: int, explicit: bool, need: Callable[[int], None]
+) -> tuple[int, bytes | None, int, int]:
+    """(tag, VR or None for implicit VR, value length, position of the value) of the element
+    at ``pos``. In explicit VR an undefined length is allowed only for SQ and the pixel data;
+    in implicit VR the caller tells (any element but the pixel data is then a sequence)."""
+    need(pos + 8)
+    if not explicit:
+        group, element, length = _TAG_LENGTH.unpack_from(data, pos)
+        return group << 16 | element, None, length, pos + 8
+    group, element, vr, length = _TAG_VR_SHORT_LENGTH.unpack_from(data, pos)
+    tag = group << 16 | element
+    if vr in _LONG_VRS:
+        need(pos + 12)
+        (length,) = _UINT32.unpack_from(data, pos + 8)
+        if length == _UNDEFINED and vr != b"SQ" and tag != PIXEL_DATA_TAG:
+            raise _Unsupported  # e.g. UN of undefined length (an implicit VR sequence)
+        return tag, vr, length, pos + 12
+    if not (vr.isalpha() and vr.isupper()):
+        raise _Unsupported  # not a VR: malformed, or an implicit VR meta group
+    return tag, vr, length, pos + 8
+
+
+def _skip_sequence(data: bytes, pos: int, explicit: bool, need: Callable[[int], None]) -> int:
     """Position after an undefined-length sequence whose first item starts at ``pos``."""
     while True:
         need(pos + 8)
-        group, element, length = _TAG_LENGTH.unpack_from(data, pos)
+        group, element, length = _TAG_LENGTH.unpack_from(data, pos)  # items have no VR
         tag = group << 16 | element
         pos += 8
         if tag == _SEQUENCE_END:
@@ -285,25 +279,13 @@ def _skip_sequence(data: bytes, pos: int, explicit: bool, need) -> int:
         # an item of undefined length: its elements up to the item delimiter
         while True:
             need(pos + 8)
-            group, element, length = _TAG_LENGTH.unpack_from(data, pos)
+            group, element, _length = _TAG_LENGTH.unpack_from(data, pos)
             if (group << 16 | element) == _ITEM_END:
                 pos += 8
                 break
-            if explicit:
-                vr = data[pos + 4 : pos + 6]
-                if vr in _LONG_VRS:
-                    need(pos + 12)
-                    (length,) = _UINT32.unpack_from(data, pos + 8)
-                    pos += 12
-                elif vr.isalpha() and vr.isupper():
-                    length = int.from_bytes(data[pos + 6 : pos + 8], "little")
-                    pos += 8
-                else:
-                    raise _Unsupported
-                if length == _UNDEFINED and vr != b"SQ":
-                    raise _Unsupported
-            else:
-                pos += 8
+            tag, vr, length, pos = _element_header(data, pos, explicit, need)
+            if length == _UNDEFINED and vr is not None and vr != b"SQ":
+                raise _Unsupported  # encapsulated pixels inside a sequence (an icon image)
             if length == _UNDEFINED:
                 pos = _skip_sequence(data, pos, explicit, need)
             else:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -279,50 +278,45 @@ INDEX_CHUNK_FILES = 64
 """Files per worker task when indexing in parallel (amortises the inter-process round trip)."""
 
 
-def _index_files(
-    files: list[Path], progress: bool, jobs: int, executor: Executor | None
-) -> Iterator[IndexedFile]:
+def _index_files(files: list[Path], progress: bool, jobs: int) -> Iterator[IndexedFile]:
     """:func:`index_file` of every file, in the order of ``files``, serially or in a pool."""
     from tqdm import tqdm
 
     bar = tqdm(total=len(files), desc="index DICOM", unit="file", leave=False, disable=not progress)
-    own_pool = None
-    if executor is None and jobs > 1 and len(files) > INDEX_CHUNK_FILES:
+    pool = None
+    if jobs > 1 and len(files) > INDEX_CHUNK_FILES:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         # spawn, never fork: a forked child can inherit locked OpenCV/OpenMP thread pools
-        own_pool = ProcessPoolExecutor(
+        pool = ProcessPoolExecutor(
             max_workers=jobs, mp_context=multiprocessing.get_context("spawn")
         )
-        executor = own_pool
     try:
-        if executor is None:
+        if pool is None:
             for path in files:
                 yield index_file(path)
                 bar.update(1)
             return
         chunks = [files[i : i + INDEX_CHUNK_FILES] for i in range(0, len(files), INDEX_CHUNK_FILES)]
-        for chunk in executor.map(index_files, chunks):
+        for chunk in pool.map(index_files, chunks):
             yield from chunk
             bar.update(len(chunk))
     finally:
         bar.close()
-        if own_pool is not None:
-            own_pool.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
-def index_dicom_tree(
-    root: Path, progress: bool = False, jobs: int = 1, executor: Executor | None = None
-) -> DicomIndex:
+def index_dicom_tree(root: Path, progress: bool = False, jobs: int = 1) -> DicomIndex:
     """Index every image series under ``root`` from headers; report every file not used.
 
     Series are sorted by (patient_id, study_uid, series_number, series_uid); files within a
     series by path. Raises DicomError when ``root`` is not a folder.
 
-    Headers are parsed in ``executor`` when one is given (any process pool; the result does not
-    depend on it), else in a "spawn" process pool of ``jobs`` workers when ``jobs`` > 1, else in
-    this process.
+    Headers are parsed in a "spawn" process pool of ``jobs`` workers when ``jobs`` > 1 (the
+    result does not depend on it), else in this process (on 2 cores the pool was slower: 2,657
+    phantom headers in 1.0-1.2 s from a fresh pool, 0.6 s in this process).
     """
     root = Path(root)
     if not root.is_dir():
@@ -331,7 +325,7 @@ def index_dicom_tree(
     by_series: dict[str, list[IndexedFile]] = defaultdict(list)
     seen_sop: dict[str, Path] = {}
     skipped: list[SkippedFile] = []
-    for item in _index_files(files, progress, jobs, executor):
+    for item in _index_files(files, progress, jobs):
         reason = item.reason
         if reason is None and item.sop_uid in seen_sop:
             reason = f"duplicate SOPInstanceUID (same instance as {seen_sop[item.sop_uid]})"

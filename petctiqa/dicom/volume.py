@@ -275,28 +275,33 @@ class SortedSeries:
     geometry: StackGeometry
 
 
+def _pydicom_read(path: Path, **kwargs) -> Dataset:
+    """``pydicom.dcmread`` quietly; a DicomError naming the file when it cannot be read."""
+    try:
+        with quiet_pydicom():
+            return pydicom.dcmread(path, **kwargs)
+    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+        raise DicomError(f"{path}: cannot read DICOM file ({exc})") from exc
+
+
 def read_slice_header(path: Path) -> HeaderLike:
     """The header of one slice for loading: :func:`scan_header` for plain little-endian files
     (pixels are then read from the file by :func:`native_pixels`), else pydicom's whole file."""
     try:
         scanned = scan_header(path, LOAD_KEYWORDS)
-        if scanned is not None:
-            return scanned
-        with quiet_pydicom():
-            return pydicom.dcmread(path, force=_needs_force(path))
-    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+        force = scanned is None and _needs_force(path)
+    except OSError as exc:
         raise DicomError(f"{path}: cannot read DICOM file ({exc})") from exc
+    if scanned is not None:
+        return scanned
+    return _pydicom_read(path, force=force)
 
 
 def full_dataset(header: HeaderLike, stop_before_pixels: bool = False) -> Dataset:
     """A pydicom data set for ``header`` (read from its file when it is a scanned header)."""
     if isinstance(header, Dataset):
         return header
-    try:
-        with quiet_pydicom():
-            return pydicom.dcmread(header.path, stop_before_pixels=stop_before_pixels)
-    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
-        raise DicomError(f"{header.path}: cannot read DICOM file ({exc})") from exc
+    return _pydicom_read(header.path, stop_before_pixels=stop_before_pixels)
 
 
 def read_sorted_series(series: SeriesInfo) -> SortedSeries:
