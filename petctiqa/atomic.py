@@ -7,16 +7,18 @@ content is verified by hash before it is trusted again (the dataset images)."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 _TEMPORARY_NAME = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp")
-"""``tempfile.mkstemp(prefix=".<target>.", suffix=".tmp")``: the writer's temporary files."""
+"""``.<target>.<8 random characters>.tmp``: the writer's temporary files (the pattern also
+matches the names ``tempfile.mkstemp`` gave them in earlier versions)."""
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
 def temporary_target(name: str) -> str | None:
@@ -24,6 +26,23 @@ def temporary_target(name: str) -> str | None:
     when ``name`` is not such a temporary (one is left behind only by a killed process)."""
     match = _TEMPORARY_NAME.fullmatch(name)
     return None if match is None else match["target"]
+
+
+def _create_temporary(target: Path) -> tuple[int, Path]:
+    """Create and open a new, uniquely named temporary file next to ``target``.
+
+    Unlike ``tempfile.mkstemp`` (mode 0600), the file gets the permissions any new file gets
+    (0666 less the umask), so the finished file is as readable as one written in place; it
+    also costs a third of mkstemp's time, which counts when a build writes 3,000 files.
+    """
+    for _ in range(100):
+        suffix = base64.b32encode(os.urandom(5)).decode("ascii").lower()  # 8 of [a-z2-7]
+        temporary = target.with_name(f".{target.name}.{suffix}.tmp")
+        try:
+            return os.open(temporary, _CREATE_FLAGS, 0o666), temporary
+        except FileExistsError:  # pragma: no cover - 2**40 names
+            continue
+    raise FileExistsError(f"{target.parent}: no free temporary file name for {target.name}")
 
 
 @contextlib.contextmanager
@@ -38,8 +57,7 @@ def atomic_writer(
         raise ValueError(f"atomic_writer supports write modes only, not {mode!r}")
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    tmp = Path(tmp_name)
+    fd, tmp = _create_temporary(target)
     try:
         with os.fdopen(fd, mode, **open_kwargs) as handle:
             yield handle

@@ -46,6 +46,7 @@ import numpy as np
 from scipy import special
 
 from petctiqa.errors import PetctiqaError
+from petctiqa.png import encode_png_rgb
 from petctiqa.protocol import (
     CHROMA_SUBSAMPLINGS,
     IMAGE_FORMATS,
@@ -59,8 +60,6 @@ _CV_SUBSAMPLING = {
     "4:2:0": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420,
 }
 _PIL_SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
-_PNG_COMPRESSION = 3
-"""zlib level for PNG output: lossless whatever the level; 3 is fast with near-minimal size."""
 
 _FINE_BITS = 32
 _COARSE_BITS = 16
@@ -360,11 +359,7 @@ def _encode_file(noisy: np.ndarray, quality: int, image_format: str, subsampling
     jpeg = encode_jpeg(noisy, quality, subsampling)
     if image_format == "jpeg":
         return jpeg
-    bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-    ok, buffer = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, _PNG_COMPRESSION])
-    if not ok:  # pragma: no cover
-        raise PetctiqaError("PNG encoding failed")
-    return buffer.tobytes()
+    return encode_png_rgb(decode_image(jpeg), "sub")
 
 
 def distort_image(

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from petctiqa.atomic import atomic_write_bytes, atomic_write_text, atomic_writer
+from petctiqa.atomic import atomic_write_bytes, atomic_write_text, atomic_writer, temporary_target
 
 
 def test_replaces_the_file_and_fsyncs_unless_told_not_to(tmp_path: Path, monkeypatch):
@@ -32,3 +32,27 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path):
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
     with pytest.raises(ValueError, match="write modes only"), atomic_writer(target, "r"):
         pass
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_new_files_get_the_umask_permissions_not_0600(tmp_path: Path, umask: int, mode: int):
+    previous = os.umask(umask)
+    try:
+        atomic_write_bytes(tmp_path / "image.jpg", b"x", durable=False)
+        atomic_write_text(tmp_path / "manifest.csv", "a\n")
+    finally:
+        os.umask(previous)
+    for name in ("image.jpg", "manifest.csv"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode
+
+
+def test_temporary_names_are_recognised_and_unique(tmp_path: Path):
+    seen: set[str] = set()
+    for _ in range(200):
+        with atomic_writer(tmp_path / "a.jpg", "wb", durable=False) as handle:
+            handle.write(b"x")
+            (name,) = [p.name for p in tmp_path.iterdir() if p.name != "a.jpg"]
+            assert temporary_target(name) == "a.jpg"
+            seen.add(name)
+    assert len(seen) == 200
+    assert [p.name for p in tmp_path.iterdir()] == ["a.jpg"]

@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cv2
-import numpy as np
 
 from petctiqa import __version__
 from petctiqa.atomic import atomic_write_bytes, atomic_write_text, temporary_target
@@ -55,6 +54,7 @@ from petctiqa.dataset.select import (
 from petctiqa.dataset.sheets import SheetTile, contact_sheet_png
 from petctiqa.dataset.split import SPLIT_NAME, split_patients, write_split
 from petctiqa.errors import DatasetError, DicomError
+from petctiqa.png import encode_png_rgb
 from petctiqa.protocol import DatasetProtocol, RenderSettings
 from petctiqa.seeding import rng_for
 
@@ -70,14 +70,6 @@ IMAGE_SUFFIX = {"jpeg": ".jpg", "png": ".png"}
 DATASET_FORMAT_VERSION = 1
 WRITER_THREADS = 2
 """Threads per worker that write finished files while the worker computes the next image."""
-REFERENCE_PNG_PARAMS = [
-    cv2.IMWRITE_PNG_COMPRESSION,
-    1,
-    cv2.IMWRITE_PNG_FILTER,
-    cv2.IMWRITE_PNG_FILTER_SUB,
-]
-"""Reference PNGs: zlib level 1 with the Sub row filter, ~2.5x faster than level 3 with
-adaptive filtering for ~8 % larger files (lossless either way)."""
 
 Log = Callable[[str], None]
 
@@ -175,15 +167,6 @@ def file_sha256(path: Path) -> str | None:
         return None
 
 
-def encode_png(rgb: np.ndarray) -> bytes:
-    """Lossless PNG of a uint8 (H, W, 3) RGB image (fixed settings, so identical input -> bytes)."""
-    bgr = cv2.cvtColor(np.ascontiguousarray(rgb, dtype=np.uint8), cv2.COLOR_RGB2BGR)
-    ok, png = cv2.imencode(".png", bgr, REFERENCE_PNG_PARAMS)
-    if not ok:  # pragma: no cover
-        raise RuntimeError("PNG encoding failed")
-    return png.tobytes()
-
-
 def slice_id_for(patient_id: str, slice_number: int) -> str:
     return f"{patient_id}_s{slice_number}"
 
@@ -250,7 +233,7 @@ def prepare_patient(task: PatientTask) -> PatientPlan:
     plans = []
     for number, ct_index in enumerate(chosen, start=1):
         slice_id = slice_id_for(pair.patient_id, number)
-        png = encode_png(render_slice(ct, pet, ct_index, task.render))
+        png = encode_png_rgb(render_slice(ct, pet, ct_index, task.render))
         reference = f"references/{slice_id}.png"
         target = task.out_dir / reference
         if file_sha256(target) != sha256_hex(png):

@@ -477,13 +477,13 @@ def test_only_the_atomic_writers_temporaries_are_removed(tmp_path):
     (out / "images").mkdir(parents=True)
     with pytest.raises(KeyboardInterrupt), atomic_writer(out / "images" / "a_s1_p0g0j0.jpg") as fh:
         fh.write(b"x")
-        real_tmp = next((out / "images").glob(".a_s1_p0g0j0.jpg.*.tmp"))  # mkstemp's own name
+        real_tmp = next((out / "images").glob(".a_s1_p0g0j0.jpg.*.tmp"))  # the writer's own name
         raise KeyboardInterrupt
     real_tmp.write_bytes(b"as if the process had been killed")
     kept = [
         out / "images" / "notes.tmp",
         out / "images" / ".a.jpg.tmp",  # no random part
-        out / "images" / ".a.jpg.ABCDEFGH.tmp",  # not mkstemp's alphabet
+        out / "images" / ".a.jpg.ABCDEFGH.tmp",  # not the writer's alphabet
         out / ".my-notes.txt.abcdefgh.tmp",  # top level: only manifest/split/dataset.json
     ]
     for path in kept:
