@@ -39,11 +39,11 @@ from __future__ import annotations
 
 import functools
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy import special
 
 from petctiqa.errors import PetctiqaError
 from petctiqa.png import encode_png_rgb
@@ -207,18 +207,26 @@ class _InverseCdfTable:
         if rows is not None:
             cell = (rows.astype(np.int32) << self.coarse_bits) | cell
         values = np.take(self.coarse, cell)
-        unresolved = np.flatnonzero(values == self.unresolved)
-        if unresolved.size:
+        crossed = np.flatnonzero(values == self.unresolved)
+        if crossed.size:
             values = values.astype(np.int16, copy=False)  # a crossed cell may hold +-128
-            fine = rng.integers(0, 2**_FINE_BITS, unresolved.size, dtype=np.uint64)
-            query = (draws[unresolved].astype(np.uint64) << np.uint64(_FINE_BITS)) | fine
-            row = np.zeros(unresolved.size, np.int64)
-            if rows is not None:
-                row = rows[unresolved].astype(np.int64)
-                query += row.astype(np.uint64) << np.uint64(_UNIFORM_BITS)
-            position = np.searchsorted(self.flat_thresholds, query, side="right")
-            values[unresolved] = position - row * self.width + self.first
+            rows_crossed = None if rows is None else rows[crossed]
+            values[crossed] = self.resolve_crossed(draws[crossed], rng, rows_crossed)
         return values
+
+    def resolve_crossed(
+        self, draws: np.ndarray, rng: np.random.Generator, rows: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Exact values (int64) for 16-bit ``draws`` whose coarse cell a threshold crosses:
+        each takes 32 more random bits (in the order given) and is found by ``searchsorted``."""
+        fine = rng.integers(0, 2**_FINE_BITS, draws.size, dtype=np.uint64)
+        query = (draws.astype(np.uint64) << np.uint64(_FINE_BITS)) | fine
+        row = np.zeros(draws.size, np.int64)
+        if rows is not None:
+            row = rows.astype(np.int64)
+            query += row.astype(np.uint64) << np.uint64(_UNIFORM_BITS)
+        position = np.searchsorted(self.flat_thresholds, query, side="right")
+        return position - row * self.width + self.first
 
 
 def _uniform_uint16(rng: np.random.Generator, count: int) -> np.ndarray:
@@ -230,6 +238,8 @@ def _uniform_uint16(rng: np.random.Generator, count: int) -> np.ndarray:
 @functools.lru_cache(maxsize=16)
 def _gaussian_step_table(sigma: float) -> _InverseCdfTable:
     """Table for the integer noise ``d = clip(floor(sigma * z), -255, 255)``, z ~ N(0, 1)."""
+    from scipy import special  # here, not at the top: ~0.3 s that only the workers need
+
     values = np.arange(-255, 256)
     cdf = special.ndtr((values + 1) / sigma)[None, :]  # P(floor(sigma z) <= v) = Phi((v+1)/sigma)
     cdf[0, -1] = 1.0
@@ -239,6 +249,8 @@ def _gaussian_step_table(sigma: float) -> _InverseCdfTable:
 @functools.lru_cache(maxsize=8)
 def _shot_table(peak: float) -> _InverseCdfTable:
     """Per-intensity table for ``min(255, floor(255 k / peak + 0.5))``, ``k ~ Poisson(I peak/255)``."""
+    from scipy import special
+
     outputs = np.arange(256)
     # Largest k with floor(255 k / peak + 0.5) <= v  <=>  255 k / peak + 0.5 < v + 1.
     k_max = np.ceil((outputs + 0.5) * peak / 255.0) - 1.0
@@ -299,10 +311,45 @@ def apply_gaussian_noise(image: np.ndarray, sigma: float, rng: np.random.Generat
     _check_image(image)
     if sigma <= 0:
         return image.copy()
-    steps = _gaussian_step_table(float(sigma)).sample(rng, image.size)
-    total = np.add(image.reshape(-1), steps, dtype=np.int16)  # |I + d| <= 510 fits int16
+    table = _gaussian_step_table(float(sigma))
+    flat = np.ascontiguousarray(image).reshape(-1)
+    kernel = _compiled_kernel()
+    if kernel is None or table.coarse.dtype != np.int8:
+        return _gaussian_noise_numpy(flat, table, rng).reshape(image.shape)
+    return _gaussian_noise_compiled(flat, table, rng, kernel).reshape(image.shape)
+
+
+def _gaussian_noise_numpy(
+    flat: np.ndarray, table: _InverseCdfTable, rng: np.random.Generator
+) -> np.ndarray:
+    steps = table.sample(rng, flat.size)
+    total = np.add(flat, steps, dtype=np.int16)  # |I + d| <= 510 fits int16
     np.clip(total, 0, 255, out=total)
-    return total.astype(np.uint8).reshape(image.shape)
+    return total.astype(np.uint8)
+
+
+def _gaussian_noise_compiled(
+    flat: np.ndarray, table: _InverseCdfTable, rng: np.random.Generator, kernel: Callable
+) -> np.ndarray:
+    """Same draws in the same order as :func:`_gaussian_noise_numpy`, so the same bytes."""
+    draws = _uniform_uint16(rng, flat.size)
+    out = np.empty_like(flat)
+    crossed = np.empty(flat.size, np.intp)
+    marker = table.coarse.dtype.type(table.unresolved)
+    count = kernel(flat, draws, table.coarse, marker, out, crossed)
+    if count:
+        positions = crossed[:count]
+        total = flat[positions] + table.resolve_crossed(draws[positions], rng)
+        out[positions] = np.clip(total, 0, 255).astype(np.uint8)
+    return out
+
+
+@functools.cache
+def _compiled_kernel() -> Callable | None:
+    """The numba kernel of :mod:`petctiqa.noise_kernel`, or None (then NumPy does the work)."""
+    from petctiqa.noise_kernel import compiled_add_table_steps
+
+    return compiled_add_table_steps
 
 
 def apply_noise(image: np.ndarray, spec: DistortionSpec, rng: np.random.Generator) -> np.ndarray:

@@ -119,6 +119,42 @@ def test_gaussian_integer_noise_matches_floor_of_normal():
     assert out.std() == pytest.approx(np.sqrt(100 + 1 / 12), abs=0.05)
 
 
+@pytest.mark.parametrize("sigma", [0.5, 5.0, 10.0, 40.0, 60.0])
+def test_compiled_gaussian_kernel_gives_the_numpy_paths_bytes(sigma):
+    """The numba kernel consumes the same draws in the same order: identical noisy images,
+    including the clipped ends, the crossed cells and read-only inputs."""
+    from petctiqa import distort
+
+    kernel = distort._compiled_kernel()
+    if kernel is None:
+        pytest.skip("numba not installed or disabled: only the NumPy path exists")
+    image = np.random.default_rng(7).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    image[:20] = 0
+    image[-20:] = 255
+    image.flags.writeable = False
+    table = distort._gaussian_step_table(sigma)
+    flat = image.reshape(-1)
+    numpy_path = distort._gaussian_noise_numpy(flat, table, rng_for(3, "k"))
+    if table.coarse.dtype == np.int8:
+        compiled = distort._gaussian_noise_compiled(flat, table, rng_for(3, "k"), kernel)
+        assert np.array_equal(compiled, numpy_path)
+    public = apply_gaussian_noise(image, sigma, rng_for(3, "k"))
+    assert np.array_equal(public.reshape(-1), numpy_path)
+
+
+def test_numba_can_be_switched_off(monkeypatch):
+    import importlib
+
+    import petctiqa.noise_kernel as noise_kernel
+
+    monkeypatch.setenv(noise_kernel.DISABLE_ENV, "1")
+    try:
+        assert importlib.reload(noise_kernel).compiled_add_table_steps is None
+    finally:
+        monkeypatch.delenv(noise_kernel.DISABLE_ENV)
+        importlib.reload(noise_kernel)
+
+
 def test_gaussian_clips_then_truncates():
     black = np.zeros((256, 256, 3), np.uint8)
     white = np.full((256, 256, 3), 255, np.uint8)

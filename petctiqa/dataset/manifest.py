@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import astuple, dataclass, fields
+import operator
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from petctiqa.atomic import atomic_write_text
@@ -56,6 +57,8 @@ class ImageRecord:
 
 
 MANIFEST_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ImageRecord))
+_ROW_VALUES = operator.attrgetter(*MANIFEST_COLUMNS)
+"""A record's values in column order (``dataclasses.astuple`` deep-copies: 10x slower)."""
 _INT_COLUMNS = {"slice_number", "poisson_level", "gaussian_level", "jpeg_level", "jpeg_quality"}
 _FLOAT_COLUMNS = {"slice_position_mm", "poisson_value", "gaussian_sigma"}
 
@@ -72,7 +75,7 @@ def manifest_text(records: list[ImageRecord]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(MANIFEST_COLUMNS)
     for record in records:
-        writer.writerow([_format_value(v) for v in astuple(record)])
+        writer.writerow([_format_value(v) for v in _ROW_VALUES(record)])
     return buffer.getvalue()
 
 

@@ -595,3 +595,31 @@ def test_source_series_check_names_the_first_difference(tmp_path):
         check_source_series(tmp_path, {"P0": pair, "P1": pair})
     (state / "build.json").write_text(json.dumps({"seed": 0}))  # built before it was recorded
     check_source_series(tmp_path, {"P9": pair})
+
+
+def test_background_flush_overlaps_and_always_flushes_at_the_end(monkeypatch):
+    import threading
+
+    from petctiqa.dataset.build import BackgroundFlush
+
+    calls: list[str] = []
+    release = threading.Event()
+
+    def fake_sync() -> None:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:
+            release.wait(5)  # the first flush is still running while more images arrive
+
+    monkeypatch.setattr("os.sync", fake_sync)
+    flush = BackgroundFlush(total_images=100)  # a flush per 25 written images
+    flush.images_done(24)
+    assert calls == []
+    flush.images_done(27)  # 51 pending: one flush starts
+    flush.images_done(27)  # that one still runs: no second thread
+    release.set()
+    flush.finish()  # waits for it, then flushes the rest in this thread
+    assert calls == ["petctiqa-flush", threading.current_thread().name]
+
+    calls.clear()
+    BackgroundFlush(total_images=100).finish()  # nothing written in between: still flushes once
+    assert calls == [threading.current_thread().name]
