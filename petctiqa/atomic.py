@@ -77,7 +77,10 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, durable: bool 
         handle.write(data)
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
-    """Write ``text`` to ``path`` atomically (newlines are written as given)."""
-    with atomic_writer(path, "w", encoding=encoding, newline="") as handle:
+def atomic_write_text(
+    path: str | os.PathLike[str], text: str, encoding: str = "utf-8", durable: bool = True
+) -> None:
+    """Write ``text`` to ``path`` atomically (newlines are written as given; ``durable=False``:
+    without fsync, see above)."""
+    with atomic_writer(path, "w", durable=durable, encoding=encoding, newline="") as handle:
         handle.write(text)

@@ -196,8 +196,8 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _write_json(path: Path, value: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(value, indent=2) + "\n")
+def _write_json(path: Path, value: dict[str, Any], durable: bool = True) -> None:
+    atomic_write_text(path, json.dumps(value, indent=2) + "\n", durable=durable)
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -250,7 +250,7 @@ def prepare_patient(task: PatientTask) -> PatientPlan:
         reference = f"references/{slice_id}.png"
         target = task.out_dir / reference
         if file_sha256(target) != sha256_hex(png):
-            atomic_write_bytes(target, png)
+            atomic_write_bytes(target, png, durable=False)  # see distort_slice
         plans.append(
             SlicePlan(
                 slice_id=slice_id,
@@ -270,7 +270,9 @@ def prepare_patient(task: PatientTask) -> PatientPlan:
         frame_of_reference_uid=pair.frame_of_reference_uid,
         slices=tuple(plans),
     )
-    _write_json(_patient_state_path(task.out_dir, pair.patient_id), dataclasses.asdict(plan))
+    _write_json(
+        _patient_state_path(task.out_dir, pair.patient_id), dataclasses.asdict(plan), durable=False
+    )
     return plan
 
 
@@ -303,9 +305,10 @@ def distort_slice(task: SliceTask) -> SliceOutcome:
     tiles: list[SheetTile] = []
     written = 0
     # Files are written (temporary file, rename) by a few threads while this one goes on
-    # computing; all writes finish before the state file. Images and sheets skip the per-file
-    # fsync: a resumed build trusts them only after checking their sha256, and the finished
-    # build syncs the file system once before it writes the manifest.
+    # computing; all writes finish before the state file. Images, sheets, references and the
+    # state files skip the per-file fsync: a resumed build trusts a file only after checking
+    # its sha256 against a state file (and recomputes what does not match, or a lost state
+    # file's slice), and the finished build flushes the file system before the manifest.
     with ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="petctiqa-write") as writer:
         writes: list[Future] = []
         for spec in task.specs:
@@ -353,6 +356,7 @@ def distort_slice(task: SliceTask) -> SliceOutcome:
             "images": dict(hashes),
             "sheet_sha256": sheet_sha,
         },
+        durable=False,
     )
     return SliceOutcome(plan.slice_id, tuple(hashes), written)
 
@@ -929,8 +933,8 @@ def build_dataset(options: BuildOptions, log: Log | None = None) -> BuildSummary
         starter.join()
         executor.shutdown(wait=True, cancel_futures=True)
         raise
-    starter.join()
     candidates = iter(order)
+    in_this_process = InlineExecutor()
 
     sel = protocol.selection
     total = n_patients * k * len(specs)
@@ -979,7 +983,11 @@ def build_dataset(options: BuildOptions, log: Log | None = None) -> BuildSummary
                     sel.min_body_fraction,
                     protocol.render,
                 )
-                running[executor.submit(timed, prepare_patient, task)] = ("patient", pid)
+                # While the pool is still starting (its fork server imports for ~1-2 s, often
+                # longer than the index takes), this process prepares patients itself instead
+                # of waiting idle; their slices go to the pool like the others'.
+                runner = in_this_process if starter.is_alive() else executor
+                running[runner.submit(timed, prepare_patient, task)] = ("patient", pid)
                 patients_in_flight += 1
             if not running:
                 break
@@ -1007,9 +1015,11 @@ def build_dataset(options: BuildOptions, log: Log | None = None) -> BuildSummary
     except BaseException:
         for future in running:
             future.cancel()
+        starter.join()
         executor.shutdown(wait=True, cancel_futures=True)
         bar.close()
         raise
+    starter.join()
     executor.shutdown(wait=True)
     bar.close()
 

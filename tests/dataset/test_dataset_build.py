@@ -169,6 +169,49 @@ def test_jobs_do_not_change_a_single_byte(small_dataset, small_phantom, small_pr
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("pool_start_delay", [0.0, 3.0])
+def test_patients_prepared_while_the_pool_starts_give_the_same_bytes(
+    small_dataset, small_phantom, small_protocol, tmp_path, monkeypatch, pool_start_delay
+):
+    """With a slow pool start the main process prepares the patients itself (a delay of 3 s:
+    all of them here), without one the workers do: the same files either way."""
+    import time
+
+    import petctiqa.dataset.build as build
+
+    real_start = build._start_workers
+    inline: list[str] = []
+    real_prepare = build.prepare_patient
+
+    def slow_start(executor, jobs):
+        time.sleep(pool_start_delay)
+        real_start(executor, jobs)
+
+    def recording_prepare(task):
+        inline.append(task.pair.patient_id)
+        return real_prepare(task)
+
+    monkeypatch.setattr(build, "_start_workers", slow_start)
+    if pool_start_delay:  # every patient is prepared here (a local function cannot be pickled)
+        monkeypatch.setattr(build, "prepare_patient", recording_prepare)
+    out = tmp_path / "inline"
+    summary = build.build_dataset(
+        BuildOptions(
+            out_dir=out,
+            protocol=load_dataset_protocol(small_protocol),
+            src=small_phantom,
+            jobs=2,
+            patients=2,
+            slices=2,
+        )
+    )
+    assert summary.images == 108
+    assert _tree_hashes(out) == _tree_hashes(small_dataset)
+    if pool_start_delay:
+        assert sorted(inline) == sorted(summary.patients)
+
+
+@pytest.mark.slow
 def test_resume_redoes_only_missing_or_damaged_files(
     small_dataset, small_protocol, small_phantom, tmp_path
 ):
