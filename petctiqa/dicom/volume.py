@@ -427,9 +427,22 @@ def rescaled_pixels(sorted_series: SortedSeries, label: str) -> np.ndarray:
             continue
         slope = _float_tag(ds, "RescaleSlope", 1.0, path)
         intercept = _float_tag(ds, "RescaleIntercept", 0.0, path)
-        np.multiply(stored, slope, out=volume[k], casting="unsafe")
-        volume[k] += np.float32(intercept)
+        apply_rescale(stored, slope, intercept, out=volume[k])
     return volume
+
+
+def apply_rescale(stored: np.ndarray, slope: float, intercept: float, out: np.ndarray) -> None:
+    """``out = float32(stored * slope) + float32(intercept)`` (float32 ``out``).
+
+    The product is taken in float64 and rounded once to float32. With slope 1 (nearly every CT)
+    that product is the stored integer itself, exact in float32 for 8/16-bit data, so one
+    float32 addition gives the same bits in one pass instead of two (~3x faster).
+    """
+    if slope == 1.0 and stored.dtype.itemsize <= 2 and stored.dtype.kind in "iu":
+        np.add(stored, np.float32(intercept), out=out, dtype=np.float32)
+        return
+    np.multiply(stored, slope, out=out, casting="unsafe")
+    out += np.float32(intercept)
 
 
 def _float_tag(ds: HeaderLike, keyword: str, default: float, path: Path) -> float:

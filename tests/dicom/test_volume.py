@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from petctiqa.dicom.index import index_dicom_tree
-from petctiqa.dicom.volume import load_volume
+from petctiqa.dicom.volume import apply_rescale, load_volume
 from petctiqa.errors import DicomError
 
 
@@ -145,3 +145,19 @@ def test_native_pixels_leaves_partial_bit_depths_to_pydicom(shared_data):
     ds.BitsStored = ds.BitsAllocated
     ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.2"  # big endian: not native LE
     assert native_pixels(ds) is None
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint16, np.int8, np.uint8, np.int32])
+@pytest.mark.parametrize(
+    ("slope", "intercept"), [(1.0, -1024.0), (1.0, 0.0), (1.0, -1000.5), (1.0, 3.3), (0.37, 12.5)]
+)
+def test_rescale_gives_the_bits_of_the_float64_product_rounded_once(dtype, slope, intercept):
+    """The one-pass slope-1 path and the general path agree bit for bit with
+    float32(stored * slope) + float32(intercept), over each dtype's whole range."""
+    info = np.iinfo(dtype)
+    low, high = max(info.min, -(2**20)), min(info.max, 2**20)
+    stored = np.random.default_rng(1).integers(low, high, (3, 64, 64), endpoint=True).astype(dtype)
+    expected = (stored.astype(np.float64) * slope).astype(np.float32) + np.float32(intercept)
+    out = np.empty(stored.shape, np.float32)
+    apply_rescale(stored, slope, intercept, out)
+    assert np.array_equal(out.view(np.uint32), expected.view(np.uint32))
