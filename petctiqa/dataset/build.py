@@ -581,18 +581,44 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _init_worker() -> None:
-    """Worker initializer: one OpenCV thread per worker (the pool already uses every core) and,
-    on Linux, end this worker when the main process dies (even by SIGKILL) instead of leaving
-    it waiting for work forever."""
+def _init_worker(main_pid: int) -> None:
+    """Worker initializer: one OpenCV thread per worker (the pool already uses every core) and
+    a watchdog that ends this worker when the main process ``main_pid`` dies (even by SIGKILL)
+    instead of leaving it waiting for work forever."""
     cv2.setNumThreads(1)
-    try:
-        import ctypes
-        import signal
+    threading.Thread(
+        target=_exit_when_gone, args=(main_pid,), name="petctiqa-watchdog", daemon=True
+    ).start()
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux/glibc: nothing to do
-        pass
+
+def _exit_when_gone(pid: int) -> None:
+    """Block until process ``pid`` has ended, then end this process.
+
+    The workers' parent is the fork server, not the main process (so the parent-death signal
+    does not help), and the pool's pipes stay open in the other workers (so no read ever sees
+    EOF): without this, workers of a killed build wait forever. Linux: a pidfd, woken at once;
+    other POSIX systems: a check every second; elsewhere: nothing.
+    """
+    import select
+
+    try:
+        handle = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3, or pid already gone
+        handle = None
+    if handle is not None:
+        select.select([handle], [], [])  # readable once the process has exited
+    elif os.name == "posix":
+        while True:
+            try:
+                os.kill(pid, 0)  # signal 0: only asks whether pid exists
+            except ProcessLookupError:
+                break
+            except PermissionError:  # exists, owned by someone else: not our main process
+                break
+            time.sleep(1.0)
+    else:  # pragma: no cover - Windows: no cheap way, and os.kill would terminate pid
+        return
+    os._exit(1)
 
 
 def _executor(jobs: int) -> Executor:
@@ -613,7 +639,9 @@ def _executor(jobs: int) -> Executor:
         context.set_forkserver_preload(list(WORKER_MODULES))
     else:  # pragma: no cover - Windows
         context = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, mp_context=context)
+    return ProcessPoolExecutor(
+        max_workers=jobs, initializer=_init_worker, initargs=(os.getpid(),), mp_context=context
+    )
 
 
 def _start_workers(executor: Executor, jobs: int) -> None:

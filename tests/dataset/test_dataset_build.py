@@ -666,3 +666,45 @@ def test_background_flush_overlaps_and_always_flushes_at_the_end(monkeypatch):
     calls.clear()
     BackgroundFlush(total_images=100).finish()  # nothing written in between: still flushes once
     assert calls == [threading.current_thread().name]
+
+
+KILLED_BUILD = """
+import os, signal, time
+from multiprocessing import forkserver
+from petctiqa.dataset import build
+pool = build._executor(2)
+build._start_workers(pool, 2)
+busy = [pool.submit(time.sleep, 120) for _ in range(2)]
+time.sleep(0.5)
+print(*pool._processes, forkserver._forkserver._forkserver_pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_workers_and_fork_server_end_when_the_main_process_is_killed():
+    """A SIGKILLed build leaves no worker waiting forever: each worker watches the main
+    process (its parent is the fork server, and the pool's pipes never report EOF)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_BUILD], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    pids = [int(p) for p in done.stdout.split()]
+    assert len(pids) == 3  # two workers, busy for two more minutes, and the fork server
+    deadline = time.monotonic() + 15
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in pids if _alive(p)]
