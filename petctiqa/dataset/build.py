@@ -246,7 +246,7 @@ def prepare_patient(task: PatientTask) -> PatientPlan:
     plans = []
     for number, ct_index in enumerate(chosen, start=1):
         slice_id = slice_id_for(pair.patient_id, number)
-        png = encode_png_rgb(render_slice(ct, pet, ct_index, task.render))
+        png = encode_png_rgb(render_slice(ct, pet, ct_index, task.render), "sub")
         reference = f"references/{slice_id}.png"
         target = task.out_dir / reference
         if file_sha256(target) != sha256_hex(png):
