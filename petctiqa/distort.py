@@ -314,7 +314,8 @@ def apply_gaussian_noise(image: np.ndarray, sigma: float, rng: np.random.Generat
     table = _gaussian_step_table(float(sigma))
     flat = np.ascontiguousarray(image).reshape(-1)
     kernel = _compiled_kernel()
-    if kernel is None or table.coarse.dtype != np.int8:
+    # the kernel indexes the table with the 16-bit draws themselves and has an int8 signature
+    if kernel is None or table.coarse_bits != 16 or table.coarse.dtype != np.int8:
         return _gaussian_noise_numpy(flat, table, rng).reshape(image.shape)
     return _gaussian_noise_compiled(flat, table, rng, kernel).reshape(image.shape)
 

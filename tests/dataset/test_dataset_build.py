@@ -74,6 +74,18 @@ def small_dataset(tmp_path_factory, small_phantom, small_protocol) -> Path:
     return out
 
 
+def _small_options(out: Path, protocol: Path, phantom: Path, jobs: int) -> BuildOptions:
+    """The settings of ``small_dataset`` (2 patients x 2 slices), for builds compared with it."""
+    return BuildOptions(
+        out_dir=out,
+        protocol=load_dataset_protocol(protocol),
+        src=phantom,
+        jobs=jobs,
+        patients=2,
+        slices=2,
+    )
+
+
 def test_small_build_writes_everything_the_manifest_promises(small_dataset, small_phantom):
     records = read_manifest(small_dataset / "manifest.csv")
     assert len(records) == 2 * 2 * 27
@@ -195,16 +207,7 @@ def test_patients_prepared_while_the_pool_starts_give_the_same_bytes(
     if pool_start_delay:  # every patient is prepared here (a local function cannot be pickled)
         monkeypatch.setattr(build, "prepare_patient", recording_prepare)
     out = tmp_path / "inline"
-    summary = build.build_dataset(
-        BuildOptions(
-            out_dir=out,
-            protocol=load_dataset_protocol(small_protocol),
-            src=small_phantom,
-            jobs=2,
-            patients=2,
-            slices=2,
-        )
-    )
+    summary = build.build_dataset(_small_options(out, small_protocol, small_phantom, jobs=2))
     assert summary.images == 108
     assert _tree_hashes(out) == _tree_hashes(small_dataset)
     if pool_start_delay:
@@ -230,14 +233,7 @@ def test_resume_redoes_only_missing_or_damaged_files(
     (out / "manifest.csv").unlink()
     state = sorted((out / ".build-state" / "slices").glob("*.json"))
     state[2].unlink()  # a slice interrupted before its state was recorded
-    options = BuildOptions(
-        out_dir=out,
-        protocol=load_dataset_protocol(small_protocol),
-        src=small_phantom,
-        jobs=1,
-        patients=2,
-        slices=2,
-    )
+    options = _small_options(out, small_protocol, small_phantom, jobs=1)
     summary = build_dataset(options)
     # only the 5 damaged images are rewritten: the slice without state is recomputed and its
     # intact files left alone; the re-rendered reference has the same bytes
