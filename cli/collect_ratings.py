@@ -144,7 +144,12 @@ def collect_ratings() -> None:
 @DATASET
 @DB
 @SCALE
-@click.option("--raters", help="Comma-separated rater IDs, or a file with one ID per line.")
+@click.option(
+    "--raters",
+    required=True,
+    help="Comma-separated rater IDs, or a file with one ID per line. On a restart pass the same "
+    "list: existing raters keep their links and progress, new IDs are added.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option(
     "--port",
@@ -176,7 +181,7 @@ def serve(dataset, db, scale, raters, host, port, seed, training, new_admin_toke
     Examples:
       petctiqa collect-ratings serve --dataset ds/ --raters r1,r2,r3,r4,r5
       petctiqa collect-ratings serve --dataset ds/ --raters raters.txt --port 9000
-      petctiqa collect-ratings serve --dataset ds/ --host 0.0.0.0   # LAN: warns, use a VPN/TLS proxy
+      petctiqa collect-ratings serve --dataset ds/ --raters r1,r2 --host 0.0.0.0  # LAN: warns
     """
     import waitress
 

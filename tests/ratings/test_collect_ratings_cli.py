@@ -102,7 +102,13 @@ def test_power_prints_3_to_10_raters():
 
 def test_serve_refuses_to_start_without_raters(tiny_dataset):
     result = run("serve", "--dataset", tiny_dataset)
+    assert result.exit_code == 2 and "Missing option '--raters'" in result.output
+    # an empty rater file is refused too, naming the problem
+    empty = tiny_dataset / "raters.txt"
+    empty.write_text("\n")
+    result = run("serve", "--dataset", tiny_dataset, "--raters", empty)
     assert result.exit_code == 2 and "no raters" in result.output
+    assert "[required]" in " ".join(run("serve", "--help").output.split())
 
 
 def test_serve_prints_private_links_and_answers_on_loopback(tiny_dataset):
@@ -200,7 +206,9 @@ def test_serve_warns_when_bound_to_a_non_loopback_address(tiny_dataset, monkeypa
     assert bound == {"host": "0.0.0.0", "port": 8765, "ran": True}
     assert "warning: serving on 0.0.0.0, reachable from other machines" in result.output
     result = CliRunner().invoke(
-        cli, ["collect-ratings", "serve", "--dataset", str(tiny_dataset), "--host", "127.0.0.1"]
+        cli,
+        ["collect-ratings", "serve", "--dataset", str(tiny_dataset), "--raters", "amy"]
+        + ["--host", "127.0.0.1"],
     )
     assert result.exit_code == 0 and "warning" not in result.output
 
