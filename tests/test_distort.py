@@ -123,20 +123,20 @@ def test_gaussian_integer_noise_matches_floor_of_normal():
 def test_compiled_gaussian_kernel_gives_the_numpy_paths_bytes(sigma):
     """The numba kernel consumes the same draws in the same order: identical noisy images,
     including the clipped ends, the crossed cells and read-only inputs."""
-    from petctiqa import distort
+    from petctiqa.distortions import gaussian
 
-    kernel = distort._compiled_kernel()
+    kernel = gaussian.compiled_kernel()
     if kernel is None:
         pytest.skip("numba not installed or disabled: only the NumPy path exists")
     image = np.random.default_rng(7).integers(0, 256, (96, 128, 3), dtype=np.uint8)
     image[:20] = 0
     image[-20:] = 255
     image.flags.writeable = False
-    table = distort._gaussian_step_table(sigma)
+    table = gaussian.gaussian_step_table(sigma)
     flat = image.reshape(-1)
-    numpy_path = distort._gaussian_noise_numpy(flat, table, rng_for(3, "k"))
+    numpy_path = gaussian.gaussian_noise_numpy(flat, table, rng_for(3, "k"))
     if table.coarse.dtype == np.int8:
-        compiled = distort._gaussian_noise_compiled(flat, table, rng_for(3, "k"), kernel)
+        compiled = gaussian.gaussian_noise_compiled(flat, table, rng_for(3, "k"), kernel)
         assert np.array_equal(compiled, numpy_path)
     public = apply_gaussian_noise(image, sigma, rng_for(3, "k"))
     assert np.array_equal(public.reshape(-1), numpy_path)
