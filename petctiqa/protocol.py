@@ -8,6 +8,7 @@ The generic field readers (:class:`TomlTable`) are reused by the other protocol 
 
 from __future__ import annotations
 
+import functools
 import math
 import tomllib
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from typing import Any
 
 from petctiqa.colormaps import COLORMAP_NAMES
 from petctiqa.errors import ProtocolError
+from petctiqa.protocol_axes import POISSON_PLUGINS, AxisSettings, classic_axes, parse_axes
+from petctiqa.protocol_extends import base_reference, check_chain, merge_protocol_data
 
 DEFAULT_DATASET_PROTOCOL = "pet-ct-iqa-ds"
 POISSON_FORMS = ("impulse", "shot")
@@ -58,7 +61,11 @@ class RenderSettings:
 
 @dataclass(frozen=True)
 class DistortionSettings:
-    """The 3x3x3 grid. Index 0 of every list is the level-0 value (no noise / quality 100)."""
+    """The 3x3x3 grid. Index 0 of every list is the level-0 value (no noise / quality 100).
+
+    A protocol written with ``[[distortions.axes]]`` sets ``axes``; classic protocols leave it
+    None (so their recorded settings stay what they were) and :meth:`grid_axes` derives them.
+    """
 
     poisson_form: str = "impulse"
     poisson_levels: tuple[float, ...] = (0.0, 0.005, 0.010)
@@ -66,6 +73,11 @@ class DistortionSettings:
     gaussian_sigmas: tuple[float, ...] = (0.0, 5.0, 10.0)
     jpeg_qualities: tuple[int, ...] = (100, 70, 40)
     jpeg_subsampling: str = "4:2:0"
+    axes: tuple[AxisSettings, ...] | None = None
+
+    def grid_axes(self) -> tuple[AxisSettings, ...]:
+        """The ordered axes of the grid, whichever TOML shape described them."""
+        return self.axes if self.axes is not None else classic_axes(self)
 
 
 @dataclass(frozen=True)
@@ -163,11 +175,19 @@ class TomlTable:
         return float(value)
 
     def number_list(
-        self, key: str, length: int, low: float | None = None, high: float | None = None
+        self,
+        key: str,
+        length: int | None,
+        low: float | None = None,
+        high: float | None = None,
     ) -> tuple[float, ...]:
+        """A list of ``length`` finite numbers (``None``: one or more)."""
         value = self._get(key, None, True)
-        if not isinstance(value, list) or len(value) != length:
-            raise self.error(key, f"must be a list of {length} numbers, got {value!r}")
+        if not isinstance(value, list) or (
+            len(value) != length if length is not None else not value
+        ):
+            wanted = f"{length}" if length is not None else "one or more"
+            raise self.error(key, f"must be a list of {wanted} numbers, got {value!r}")
         for item in value:
             if (
                 isinstance(item, bool)
@@ -177,6 +197,24 @@ class TomlTable:
                 raise self.error(key, f"must hold finite numbers only, got {item!r}")
             self._check_range(key, item, low, high)
         return tuple(float(v) for v in value)
+
+    def table_list(self, key: str) -> list[TomlTable]:
+        """An array of tables (``[[key]]``), each as a :class:`TomlTable` named ``key[n]``."""
+        value = self._get(key, None, True)
+        if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
+            raise self.error(key, f"must be a non-empty array of tables ([[{key}]]), got {value!r}")
+        return [
+            TomlTable(item, self._source, f"{self._field(key)}[{n}].")
+            for n, item in enumerate(value)
+        ]
+
+    def has(self, key: str) -> bool:
+        return key in self._data
+
+    def raw(self) -> dict[str, Any]:
+        """The table's own values, unchecked (for plug-in settings the plug-in checks)."""
+        self._seen.update(self._data)
+        return dict(self._data)
 
     def _check_range(self, key: str, value: float, low: float | None, high: float | None) -> None:
         if low is not None and value < low:
@@ -261,42 +299,96 @@ def resolve_protocol_path(
 # ----------------------------------------------------------------------------- dataset protocol
 
 
+@functools.cache
+def _root_data() -> dict[str, Any]:
+    """The shipped default protocol as parsed TOML: the one place the defaults are written."""
+    data, _ = resolve_protocol_path(DEFAULT_DATASET_PROTOCOL)
+    return data
+
+
+def _default(table: str, key: str, sub: str | None = None) -> Any:
+    """A field's value in the default protocol (used for fields a file may leave out)."""
+    root = _root_data()[table]
+    return root[sub][key] if sub else root[key]
+
+
+def resolve_extends(
+    data: dict[str, Any], source: str, chain: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """``data`` with its ``extends`` chain merged in (see :mod:`petctiqa.protocol_extends`).
+
+    Each base is validated as a protocol of its own first, so a problem in a base names the
+    base's file."""
+    if "extends" not in data:
+        return data
+    check_chain(chain, source)
+    data_base, base_source = resolve_protocol_path(
+        base_reference(data["extends"], source), kind="dataset"
+    )
+    check_chain((*chain, source), base_source)
+    base = resolve_extends(data_base, base_source, (*chain, source))
+    _parse_complete(base, base_source)
+    return merge_protocol_data(base, data)
+
+
 def parse_dataset_protocol(data: dict[str, Any], source: str) -> DatasetProtocol:
-    """Validate a parsed TOML document and build a :class:`DatasetProtocol`."""
+    """Validate a parsed TOML document (resolving ``extends``) and build a :class:`DatasetProtocol`."""
     if protocol_kind(data) == "rating-scale" and "protocol" not in data:
         shown = source.removeprefix("package:")
         raise ProtocolError(
             f"{shown} is a rating-scale protocol, not a dataset protocol (dataset protocols: "
             f"{', '.join(shipped_protocol_names('dataset'))})"
         )
+    return _parse_complete(resolve_extends(data, source), source)
+
+
+def _parse_complete(data: dict[str, Any], source: str) -> DatasetProtocol:
     root = TomlTable(data, source)
     head = root.table("protocol")
     name = head.string("name")
     description = head.string("description", "")
     head.integer("version", 1, low=1, high=1)
     head.finish()
+    protocol = DatasetProtocol(
+        name=name,
+        description=description,
+        selection=_parse_selection(root.table("selection")),
+        render=_parse_render(root.table("render")),
+        distortions=_parse_distortions(root.table("distortions")),
+        output=_parse_output(root.table("output")),
+        source=source,
+    )
+    root.finish()
+    return protocol
 
-    sel = root.table("selection")
+
+def _parse_selection(sel: TomlTable) -> SelectionSettings:
     selection = SelectionSettings(
         patients=sel.integer("patients", low=1),
         slices_per_patient=sel.integer("slices_per_patient", low=1),
-        min_body_fraction=sel.number("min_body_fraction", 0.15, low=0.0, high=1.0),
-        margin_fraction=sel.number("margin_fraction", 0.1, low=0.0, high=0.45),
+        min_body_fraction=sel.number(
+            "min_body_fraction", _default("selection", "min_body_fraction"), low=0.0, high=1.0
+        ),
+        margin_fraction=sel.number(
+            "margin_fraction", _default("selection", "margin_fraction"), low=0.0, high=0.45
+        ),
     )
     sel.finish()
+    return selection
 
-    ren = root.table("render")
+
+def _parse_render(ren: TomlTable) -> RenderSettings:
     render = RenderSettings(
-        size=ren.integer("size", 512, low=16, high=4096),
-        mode=ren.string("mode", "fused", choices=RENDER_MODES),
+        size=ren.integer("size", _default("render", "size"), low=16, high=4096),
+        mode=ren.string("mode", _default("render", "mode"), choices=RENDER_MODES),
         ct_window_width=ren.number("ct_window_width", low=1.0),
         ct_window_level=ren.number("ct_window_level", low=-2000.0, high=4000.0),
-        colormap=ren.string("colormap", "hot", choices=COLORMAP_NAMES),
-        suv_min=ren.number("suv_min", 0.0, low=0.0),
+        colormap=ren.string("colormap", _default("render", "colormap"), choices=COLORMAP_NAMES),
+        suv_min=ren.number("suv_min", _default("render", "suv_min"), low=0.0),
         suv_max=ren.number("suv_max", low=0.0),
         ct_weight=ren.number("ct_weight", low=0.0, high=1.0),
         pet_weight=ren.number("pet_weight", low=0.0, high=1.0),
-        normalize_max=ren.boolean("normalize_max", True),
+        normalize_max=ren.boolean("normalize_max", _default("render", "normalize_max")),
     )
     if render.suv_max <= render.suv_min:
         raise ren.error(
@@ -304,8 +396,14 @@ def parse_dataset_protocol(data: dict[str, Any], source: str) -> DatasetProtocol
         )
     _check_weights(ren, render)
     ren.finish()
+    return render
 
-    dis = root.table("distortions")
+
+def _parse_distortions(dis: TomlTable) -> DistortionSettings:
+    if dis.has("axes"):
+        axes = parse_axes(dis)
+        dis.finish()
+        return _settings_from_axes(axes)
     poi = dis.table("poisson")
     form = poi.string("form", choices=POISSON_FORMS)
     poisson_levels = poi.number_list("levels", 3, low=0.0)
@@ -317,10 +415,12 @@ def parse_dataset_protocol(data: dict[str, Any], source: str) -> DatasetProtocol
     qualities = jpg.number_list("qualities", 3, low=1, high=100)
     if any(q != int(q) for q in qualities):
         raise jpg.error("qualities", f"must be integers 1..100, got {list(qualities)}")
-    subsampling = jpg.string("subsampling", "4:2:0", choices=CHROMA_SUBSAMPLINGS)
+    subsampling = jpg.string(
+        "subsampling", _default("distortions", "subsampling", "jpeg"), choices=CHROMA_SUBSAMPLINGS
+    )
     jpg.finish()
     dis.finish()
-    distortions = DistortionSettings(
+    return DistortionSettings(
         poisson_form=form,
         poisson_levels=poisson_levels,
         gaussian_sigmas=sigmas,
@@ -328,22 +428,44 @@ def parse_dataset_protocol(data: dict[str, Any], source: str) -> DatasetProtocol
         jpeg_subsampling=subsampling,
     )
 
-    out = root.table("output")
+
+def _settings_from_axes(axes: tuple[AxisSettings, ...]) -> DistortionSettings:
+    """Axes as settings. Exactly the classic three (same plug-ins, codes p/g/j, 3 levels each,
+    no options but the JPEG subsampling) give the classic settings: same grid, same bytes."""
+    forms = {v: k for k, v in POISSON_PLUGINS.items()}
+    shape = [(a.distortion, a.code, len(a.levels)) for a in axes]
+    classic_shape = [("gaussian", "g", 3), ("jpeg", "j", 3)]
+    other_options = [a.options for a in axes[:2]] + [
+        tuple(kv for kv in axes[-1].options if kv[0] != "subsampling")
+    ]
+    if (
+        len(axes) == 3
+        and axes[0].distortion in forms
+        and (axes[0].code, len(axes[0].levels)) == ("p", 3)
+        and shape[1:] == classic_shape
+        and not any(other_options)
+    ):
+        return DistortionSettings(
+            poisson_form=forms[axes[0].distortion],
+            poisson_levels=axes[0].levels,
+            gaussian_sigmas=axes[1].levels,
+            jpeg_qualities=tuple(int(q) for q in axes[2].levels),
+            jpeg_subsampling=dict(axes[2].options).get("subsampling", "4:2:0"),
+        )
+    return DistortionSettings(axes=axes)
+
+
+def _parse_output(out: TomlTable) -> OutputSettings:
     output = OutputSettings(
-        image_format=out.string("image_format", "jpeg", choices=IMAGE_FORMATS),
-        test_fraction=out.number("test_fraction", 0.2, low=0.0, high=0.9),
+        image_format=out.string(
+            "image_format", _default("output", "image_format"), choices=IMAGE_FORMATS
+        ),
+        test_fraction=out.number(
+            "test_fraction", _default("output", "test_fraction"), low=0.0, high=0.9
+        ),
     )
     out.finish()
-    root.finish()
-    return DatasetProtocol(
-        name=name,
-        description=description,
-        selection=selection,
-        render=render,
-        distortions=distortions,
-        output=output,
-        source=source,
-    )
+    return output
 
 
 def _check_weights(ren: TomlTable, render: RenderSettings) -> None:

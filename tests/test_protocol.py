@@ -150,3 +150,155 @@ def test_seeds_are_stable_and_independent():
         rng_for(7, "x").integers(0, 2**31, 4).tolist()
         == rng_for(7, "x").integers(0, 2**31, 4).tolist()
     )
+
+
+# ----------------------------------------------------------------------------- extends and axes
+
+
+def _write(path, text: str):
+    path.write_text(text)
+    return path
+
+
+def test_shot_protocol_extends_the_published_one_and_means_what_it_meant(tmp_path):
+    """pet-ct-iqa-ds-shot.toml now states only its differences; resolved, it equals the complete
+    file it replaced (the full text as shipped before extends existed)."""
+    text = (resources.files("petctiqa_protocols") / "pet-ct-iqa-ds-shot.toml").read_text()
+    assert 'extends = "pet-ct-iqa-ds"' in text and "[render]" not in text
+    full = _shipped_data()
+    full["protocol"].update(
+        name="pet-ct-iqa-ds-shot",
+        description=load_dataset_protocol("pet-ct-iqa-ds-shot").description,
+    )
+    full["distortions"]["poisson"] = {"form": "shot", "levels": [0.0, 1000.0, 250.0]}
+    complete = parse_dataset_protocol(full, "package:pet-ct-iqa-ds-shot")
+    assert load_dataset_protocol("pet-ct-iqa-ds-shot") == complete
+
+
+def test_dataclass_defaults_are_the_published_protocol():
+    """The shipped root file is where defaults are written; the dataclasses must agree with it."""
+    from petctiqa.protocol import (
+        DistortionSettings,
+        OutputSettings,
+        RenderSettings,
+        SelectionSettings,
+    )
+
+    p = load_dataset_protocol("pet-ct-iqa-ds")
+    assert p.selection == SelectionSettings() and p.render == RenderSettings()
+    assert p.distortions == DistortionSettings() and p.output == OutputSettings()
+
+
+def test_extends_a_path_relative_to_the_file_and_inherits_everything_else(tmp_path):
+    (tmp_path / "sub").mkdir()
+    _write(
+        tmp_path / "sub" / "base.toml",
+        'extends = "pet-ct-iqa-ds"\n[protocol]\nname = "base"\n[render]\nsuv_max = 5.0\n',
+    )
+    child = _write(
+        tmp_path / "child.toml",
+        'extends = "sub/base.toml"\n[protocol]\nname = "child"\n[distortions.gaussian]\n'
+        "sigmas = [0.0, 2.0, 4.0]\n",
+    )
+    p = load_dataset_protocol(child)
+    published = load_dataset_protocol("pet-ct-iqa-ds")
+    assert (p.name, p.description, p.render.suv_max) == ("child", "", 5.0)
+    assert p.distortions.gaussian_sigmas == (0.0, 2.0, 4.0)
+    assert p.distortions.poisson_levels == published.distortions.poisson_levels
+    assert p.selection == published.selection and p.output == published.output
+
+
+def test_extends_errors_name_the_file_and_field(tmp_path):
+    loop_a = _write(tmp_path / "a.toml", 'extends = "b.toml"\n[protocol]\nname = "a"\n')
+    _write(tmp_path / "b.toml", 'extends = "a.toml"\n[protocol]\nname = "b"\n')
+    with pytest.raises(ProtocolError, match=r"a.toml: field 'extends' makes a cycle \(.*a.toml"):
+        load_dataset_protocol(loop_a)
+    missing = _write(tmp_path / "m.toml", 'extends = "nope.toml"\n[protocol]\nname = "m"\n')
+    with pytest.raises(ProtocolError, match=r"nope.toml: protocol file not found"):
+        load_dataset_protocol(missing)
+    unknown = _write(tmp_path / "u.toml", 'extends = "pet-ct-iqa"\n[protocol]\nname = "u"\n')
+    with pytest.raises(ProtocolError, match="unknown dataset protocol 'pet-ct-iqa'"):
+        load_dataset_protocol(unknown)
+    _write(tmp_path / "bb.toml", "[protocol]\nname = 'bb'\n[render]\nsize = 3\n")
+    child = _write(tmp_path / "c.toml", 'extends = "bb.toml"\n[protocol]\nname = "c"\n')
+    with pytest.raises(ProtocolError, match=r"bb.toml: field 'selection' is missing"):
+        load_dataset_protocol(child)
+    typo = _write(
+        tmp_path / "t.toml",
+        'extends = "pet-ct-iqa-ds"\n[protocol]\nname = "t"\n[render]\nsiz = 3\n',
+    )
+    with pytest.raises(ProtocolError, match=r"t.toml: field 'render.siz' is not a known field"):
+        load_dataset_protocol(typo)
+    nameless = _write(tmp_path / "n.toml", 'extends = "pet-ct-iqa-ds"\n')
+    with pytest.raises(ProtocolError, match=r"n.toml: field 'protocol' is missing"):
+        load_dataset_protocol(nameless)
+
+
+CLASSIC_AS_AXES = """
+extends = "pet-ct-iqa-ds"
+[protocol]
+name = "axes"
+[[distortions.axes]]
+distortion = "impulse_poisson"
+levels = [0.0, 0.005, 0.010]
+code = "p"
+[[distortions.axes]]
+distortion = "gaussian"
+levels = [0.0, 5.0, 10.0]
+[[distortions.axes]]
+distortion = "jpeg"
+levels = [100, 70, 40]
+"""
+
+
+def test_axes_describing_the_classic_grid_equal_the_classic_tables(tmp_path):
+    from petctiqa.distort import distortion_grid
+
+    p = load_dataset_protocol(_write(tmp_path / "axes.toml", CLASSIC_AS_AXES))
+    published = load_dataset_protocol("pet-ct-iqa-ds")
+    assert p.distortions == published.distortions and p.distortions.axes is None
+    assert distortion_grid(p.distortions) == distortion_grid(published.distortions)
+    assert [(a.distortion, a.code) for a in published.distortions.grid_axes()] == [
+        ("impulse_poisson", "p"),
+        ("gaussian", "g"),
+        ("jpeg", "j"),
+    ]
+
+
+def test_other_axes_are_kept_in_order_with_their_options(tmp_path):
+    text = CLASSIC_AS_AXES.replace(
+        'distortion = "gaussian"\nlevels = [0.0, 5.0, 10.0]',
+        'distortion = "gaussian"\nlevels = [0.0, 5.0]',
+    ).replace("levels = [100, 70, 40]", 'levels = [90]\noptions = { subsampling = "4:4:4" }')
+    p = load_dataset_protocol(_write(tmp_path / "two.toml", text))
+    axes = p.distortions.axes
+    assert [(a.distortion, a.code, a.levels) for a in axes] == [
+        ("impulse_poisson", "p", (0.0, 0.005, 0.010)),
+        ("gaussian", "g", (0.0, 5.0)),
+        ("jpeg", "j", (90.0,)),
+    ]
+    assert axes[2].options == (("subsampling", "4:4:4"),)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('"gaussian"', '"gausian"', r"axes\[1\].distortion' names 'gausian' \(known: "),
+        ("levels = [0.0, 5.0, 10.0]", "levels = [0.0, -5.0]", r"axes\[1\].levels' must be >= 0"),
+        ("levels = [0.0, 5.0, 10.0]", "levels = []", r"axes\[1\].levels' must be a list of one"),
+        ('code = "p"', 'code = "g"', r"axes\[1\].code' 'g' is already the code"),
+        ('code = "p"', 'code = "P1"', r"axes\[0\].code' must be one lower-case letter"),
+        ("levels = [100, 70, 40]", "levels = [100]\noptions = { q = 1 }", r"axes\[2\].options'"),
+        ('distortion = "jpeg"', 'distortion = "shot_poisson"', r"'distortions.axes' must end with"),
+        (
+            '"impulse_poisson"\nlevels = [0.0, 0.005, 0.010]',
+            '"jpeg"\nlevels = [90]',
+            r"axes\[1\].distortion' acts on fused_rgb and must come before the encoded_file",
+        ),
+    ],
+)
+def test_bad_axes_name_the_field(tmp_path, old, new, message):
+    assert old in CLASSIC_AS_AXES
+    path = _write(tmp_path / "bad.toml", CLASSIC_AS_AXES.replace(old, new, 1))
+    with pytest.raises(ProtocolError, match=message):
+        load_dataset_protocol(path)

@@ -9,6 +9,7 @@ pixels losslessly (same pixels, no second loss).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -90,6 +91,18 @@ class JpegStage:
         return encode_file(image, int(quality), self.image_format, self.subsampling)
 
 
+def configure(options: dict[str, Any]) -> JpegStage:
+    """Plug-in settings: ``subsampling`` (4:4:4, 4:2:2, 4:2:0)."""
+    unknown = sorted(set(options) - {"subsampling"})
+    if unknown:
+        raise PetctiqaError(f"unknown jpeg option {unknown[0]!r} (known: subsampling)")
+    subsampling = options.get("subsampling", "4:2:0")
+    if not isinstance(subsampling, str):
+        raise PetctiqaError(f"subsampling must be a string, got {subsampling!r}")
+    check_subsampling(subsampling)
+    return JpegStage(subsampling=subsampling)
+
+
 DISTORTION = register_distortion(
     Distortion(
         name=NAME,
@@ -97,5 +110,6 @@ DISTORTION = register_distortion(
         parameter=Parameter("quality", "libjpeg quality", 100.0, 1.0, 100.0),
         summary="baseline JPEG at a libjpeg quality (standard tables, 4:2:0); the image file",
         apply=JpegStage(),
+        configure=configure,
     )
 )

@@ -17,6 +17,7 @@ Plug-ins register themselves with :func:`register_distortion` when their module 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +64,17 @@ class Distortion:
     summary: str
     apply: ApplyFunction
     """``apply(data, value, rng)``: a distorted copy of ``data`` (see the module docstring)."""
+    configure: Callable[[dict[str, Any]], ApplyFunction] | None = None
+    """Plug-in settings (a protocol axis's ``options``) -> an ``apply`` using them; raises
+    :class:`PetctiqaError` naming a bad setting. None: the plug-in takes no settings."""
+
+    def with_options(self, options: dict[str, Any]) -> Distortion:
+        """The same plug-in with its settings changed (no options: itself)."""
+        if not options:
+            return self
+        if self.configure is None:
+            raise PetctiqaError(f"distortion {self.name!r} takes no options, got {options}")
+        return dataclasses.replace(self, apply=self.configure(dict(options)))
 
     def __call__(self, data: Any, value: float, rng: np.random.Generator) -> Any:
         self.parameter.check(float(value), f"distortion {self.name!r}")
