@@ -52,7 +52,14 @@ from petctiqa.dataset.select import (
     choose_slices,
     order_candidates,
 )
-from petctiqa.dataset.sheets import SheetTile, contact_sheet_png
+from petctiqa.dataset.sheets import (
+    CROPS_DIR,
+    SheetTile,
+    read_sheets_digest,
+    sheets_digest,
+    slice_sheet_paths,
+    slice_sheets_png,
+)
 from petctiqa.dataset.split import SPLIT_NAME, split_patients, write_split
 from petctiqa.errors import DatasetError, DicomError
 from petctiqa.png import encode_png_rgb
@@ -340,13 +347,16 @@ def distort_slice(task: SliceTask) -> SliceOutcome:
                     data,
                 )
             )
-        sheet_path = task.out_dir / "sheets" / f"{plan.slice_id}.png"
+        # the contact sheet and the 1:1 crops sheet, verified together by one digest
+        sheet_paths = slice_sheet_paths(task.out_dir / "sheets", plan.slice_id)
         sheet_sha = task.sheet_sha256
-        if written or sheet_sha is None or file_sha256(sheet_path) != sheet_sha:
+        if written or sheet_sha is None or read_sheets_digest(sheet_paths) != sheet_sha:
             title = f"{plan.slice_id}   slice {plan.slice_number}   {plan.position_mm:.1f} mm"
-            sheet = contact_sheet_png(title, tiles)
-            writes.append(writer.submit(atomic_write_bytes, sheet_path, sheet, durable=False))
-            sheet_sha = sha256_hex(sheet)
+            size = (reference.shape[1], reference.shape[0])
+            sheets = slice_sheets_png(title, tiles, size)
+            for sheet_path, sheet in zip(sheet_paths, sheets, strict=True):
+                writes.append(writer.submit(atomic_write_bytes, sheet_path, sheet, durable=False))
+            sheet_sha = sheets_digest(sheets)
         for write in writes:
             write.result()  # re-raises a failed write
     _write_json(
@@ -497,8 +507,8 @@ def remove_stale_temporaries(out_dir: Path) -> int:
     removed = 0
     folders = [
         out_dir / name
-        for name in ("images", "references", "sheets", STATE_DIR, f"{STATE_DIR}/patients")
-    ] + [out_dir / STATE_DIR / "slices", out_dir]
+        for name in ("images", "references", "sheets", f"sheets/{CROPS_DIR}", STATE_DIR)
+    ] + [out_dir / STATE_DIR / "patients", out_dir / STATE_DIR / "slices", out_dir]
     for folder in folders:
         try:
             entries = list(os.scandir(folder))

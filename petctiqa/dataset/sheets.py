@@ -6,14 +6,22 @@ image file itself, decoded and downscaled to ``tile`` pixels (128: a 512x512 JPE
 straight at quarter scale by libjpeg's DCT scaling, the cheapest faithful thumbnail), and
 labelled ``P<level> G<level> Q<quality>`` underneath. The grid, labels and background depend
 only on the tiles' levels, so that part is drawn once per process and reused.
+
+At 128 px a 512-px image is shown at a quarter of its size, where impulse noise and the JPEG
+levels are averaged away. So each slice also gets a crops sheet (``sheets/crops/<slice>.png``)
+in the same grid: every cell holds the same ``CROP_PX`` x ``CROP_PX`` region of its image at
+1:1 (every pixel as stored, nothing resampled), taken from the image centre, which on a thorax
+slice holds the mediastinum's edges that show ringing and blocking.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -29,6 +37,10 @@ TITLE_PX = 22
 GAP_PX = 4
 BACKGROUND = (24, 24, 24)
 TEXT = (235, 235, 235)
+CROP_PX = 128
+CROPS_DIR = "crops"
+"""Sub-folder of ``sheets/`` holding the 1:1 crops sheets (kept apart: ``sheets/*.png`` are the
+contact sheets, one per slice)."""
 
 
 @dataclass(frozen=True)
@@ -163,3 +175,69 @@ def contact_sheet_png(title: str, tiles: Sequence[SheetTile], tile: int = TILE_P
         x, y = _tile_origin(item.cell, tile)
         bgr[y : y + tile, x : x + tile] = thumb
     return encode_png_rgb(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
+def crop_origin(width: int, height: int, crop: int = CROP_PX) -> tuple[int, int]:
+    """(x, y) of the fixed crop region: centred, clipped to images smaller than ``crop``."""
+    return max((width - crop) // 2, 0), max((height - crop) // 2, 0)
+
+
+def crops_bgr(encoded: Sequence[bytes], crop: int = CROP_PX) -> list[np.ndarray]:
+    """(crop, crop, 3) uint8 BGR 1:1 crops of encoded JPEGs/PNGs at :func:`crop_origin`
+    (fully decoded: a reduced-scale decode would resample); a smaller image fills the top-left
+    corner of its tile, the rest is background."""
+    out = []
+    for data in encoded:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ValueError("cannot decode image for the crops sheet")
+        height, width = bgr.shape[:2]
+        x, y = crop_origin(width, height, crop)
+        part = bgr[y : y + crop, x : x + crop]
+        tile = np.empty((crop, crop, 3), np.uint8)
+        tile[:] = BACKGROUND[::-1]
+        tile[: part.shape[0], : part.shape[1]] = part
+        out.append(tile)
+    return out
+
+
+def crops_sheet_png(
+    title: str, tiles: Sequence[SheetTile], size: tuple[int, int], crop: int = CROP_PX
+) -> bytes:
+    """A PNG of ``tiles``' 1:1 crops in the contact sheet's grid; ``size`` is the images'
+    (width, height), used to state the crop region in the title."""
+    x, y = crop_origin(*size, crop)
+    region = f"1:1 crop x {x}-{x + min(crop, size[0]) - 1}, y {y}-{y + min(crop, size[1]) - 1}"
+    grid = _labelled_grid_bgr(tuple((item.cell, item.label) for item in tiles), crop)
+    bgr = grid.copy()
+    bgr[:TITLE_PX] = _title_strip_bgr(f"{title}   {region}", bgr.shape[1])
+    for item, part in zip(tiles, crops_bgr([t.encoded for t in tiles], crop), strict=True):
+        left, top = _tile_origin(item.cell, crop)
+        bgr[top : top + crop, left : left + crop] = part
+    return encode_png_rgb(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
+def slice_sheet_paths(sheets_dir: Path, slice_id: str) -> tuple[Path, Path]:
+    """(contact sheet, crops sheet) of one slice."""
+    return sheets_dir / f"{slice_id}.png", sheets_dir / CROPS_DIR / f"{slice_id}.png"
+
+
+def slice_sheets_png(
+    title: str, tiles: Sequence[SheetTile], size: tuple[int, int]
+) -> tuple[bytes, bytes]:
+    """(contact sheet, crops sheet) PNGs of one slice's tiles (images of ``size``)."""
+    return contact_sheet_png(title, tiles), crops_sheet_png(title, tiles, size)
+
+
+def sheets_digest(sheets: Sequence[bytes | None]) -> str | None:
+    """One sha256 over a slice's sheets (None when one is missing): the build records it to
+    verify both files on a rerun."""
+    if any(data is None for data in sheets):
+        return None
+    joined = "".join(hashlib.sha256(data).hexdigest() for data in sheets)  # type: ignore[arg-type]
+    return hashlib.sha256(joined.encode()).hexdigest()
+
+
+def read_sheets_digest(paths: Sequence[Path]) -> str | None:
+    """:func:`sheets_digest` of the files on disk (None when one is missing)."""
+    return sheets_digest([path.read_bytes() if path.is_file() else None for path in paths])

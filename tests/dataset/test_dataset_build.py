@@ -468,7 +468,7 @@ def test_rerun_on_changed_source_content_is_refused_and_output_kept(
     first = _run(*args)
     assert first.exit_code == 0, first.output
     before = _tree_hashes(out)
-    assert len(before) == 2 * 27 + 2 + 2 + 2
+    assert len(before) == 2 * 27 + 2 + 2 + 2 + 2  # images, references, sheets, crops, csv
     shutil.rmtree(src / collection / "PHANTOM-0002")
     shutil.copytree(small_phantom / collection / "PHANTOM-0003", src / collection / "PHANTOM-0003")
     second = _run(*args)

@@ -85,3 +85,92 @@ def test_jpeg_size_reads_the_frame_header():
     assert jpeg_size(jpeg.tobytes()) == (300, 420)
     assert jpeg_size(_png((1, 2, 3))) is None
     assert jpeg_size(b"\xff\xd8\xff") is None
+
+
+def _noise_png(seed: int, size: tuple[int, int]) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _grid_tiles(size: tuple[int, int]) -> list[SheetTile]:
+    return [
+        SheetTile(p, g, j, (100, 70, 40)[j], _noise_png(9 * p + 3 * g + j, size))
+        for p in range(3)
+        for g in range(3)
+        for j in range(3)
+    ]
+
+
+def _cell_origin(tile: SheetTile, px: int) -> tuple[int, int]:
+    row, column = tile.cell
+    return GAP_PX + column * (px + GAP_PX), TITLE_PX + row * (px + LABEL_PX + GAP_PX)
+
+
+def test_crops_sheet_holds_every_cell_s_centre_region_pixel_for_pixel():
+    from petctiqa.dataset.sheets import CROP_PX, crop_origin, crops_sheet_png
+
+    size = (512, 384)
+    tiles = _grid_tiles(size)
+    assert crop_origin(*size) == (192, 128)
+    sheet = np.asarray(Image.open(io.BytesIO(crops_sheet_png("P1_s1", tiles, size))))
+    assert sheet.shape == (
+        TITLE_PX + 3 * (CROP_PX + LABEL_PX + GAP_PX) + GAP_PX,
+        9 * CROP_PX + 10 * GAP_PX,
+        3,
+    )
+    for tile in tiles:
+        image = np.asarray(Image.open(io.BytesIO(tile.encoded)))
+        x, y = _cell_origin(tile, CROP_PX)
+        cell = sheet[y : y + CROP_PX, x : x + CROP_PX]
+        np.testing.assert_array_equal(cell, image[128 : 128 + 128, 192 : 192 + 128])
+    # the title names the region, so a reader knows which pixels they are looking at
+    title = sheet[:TITLE_PX]
+    assert (title.max(axis=2) > 150).sum() > 50
+
+
+def test_crops_of_images_smaller_than_the_crop_keep_every_pixel_on_background():
+    from petctiqa.dataset.sheets import BACKGROUND, CROP_PX, crops_bgr
+
+    small = _noise_png(1, (40, 30))
+    (tile,) = crops_bgr([small])
+    rgb = tile[:, :, ::-1]
+    np.testing.assert_array_equal(rgb[:30, :40], np.asarray(Image.open(io.BytesIO(small))))
+    assert (rgb[30:, :] == BACKGROUND).all() and (rgb[:, 40:] == BACKGROUND).all()
+    assert tile.shape == (CROP_PX, CROP_PX, 3)
+
+
+def test_build_writes_a_crops_sheet_per_slice_and_restores_a_damaged_one(
+    small_phantom, small_protocol, tmp_path
+):
+    from petctiqa.dataset.build import BuildOptions, build_dataset
+    from petctiqa.dataset.manifest import read_manifest
+    from petctiqa.dataset.sheets import CROP_PX, crop_origin
+    from petctiqa.protocol import load_dataset_protocol
+
+    options = BuildOptions(
+        out_dir=tmp_path / "ds",
+        protocol=load_dataset_protocol(small_protocol),
+        src=small_phantom,
+        jobs=1,
+        patients=1,
+        slices=1,
+    )
+    build_dataset(options)
+    records = read_manifest(tmp_path / "ds" / "manifest.csv")
+    (slice_id,) = {r.slice_id for r in records}
+    crops_path = tmp_path / "ds" / "sheets" / "crops" / f"{slice_id}.png"
+    sheet = np.asarray(Image.open(crops_path))
+    worst = next(r for r in records if r.image_id.endswith("p2g2j2"))
+    image = np.asarray(Image.open(tmp_path / "ds" / worst.image).convert("RGB"))
+    assert image.shape[:2] == (128, 128)  # the small protocol's size: the crop is the image
+    assert crop_origin(128, 128) == (0, 0)
+    x, y = GAP_PX + 8 * (CROP_PX + GAP_PX), TITLE_PX + 2 * (CROP_PX + LABEL_PX + GAP_PX)
+    # OpenCV and PIL both decode with libjpeg-turbo's default (islow) IDCT
+    np.testing.assert_array_equal(sheet[y : y + CROP_PX, x : x + CROP_PX], image)
+    original = crops_path.read_bytes()
+    crops_path.write_bytes(original[:-50])
+    again = build_dataset(options)
+    assert again.images_written == 0
+    assert crops_path.read_bytes() == original
