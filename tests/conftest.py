@@ -18,3 +18,15 @@ def shared_data() -> Path:
             f"real test data not found at {SHARED_DATA} (expected ../shared beside the repo)"
         )
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Path of Debian's Chromium for the browser tests, installed with apt-get on first use when
+    missing and the suite runs as root (a fresh machine); otherwise a failure saying what to run."""
+    from tests.chromium import ChromiumUnavailable, ensure_chromium
+
+    try:
+        return ensure_chromium()
+    except ChromiumUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
