@@ -51,6 +51,14 @@ import click
     help="Attempts per request / series (exponential backoff 1, 2, 4 ... 30 s).",
 )
 @click.option(
+    "--read-timeout",
+    type=click.FloatRange(min=0.1),
+    default=120.0,
+    show_default=True,
+    help="Seconds without a byte from the server before a request is abandoned and retried "
+    "(an interrupted series download resumes where the server allows).",
+)
+@click.option(
     "--base-url",
     envvar="PETCTIQA_TCIA_URL",
     show_envvar=True,
@@ -64,6 +72,7 @@ def fetch(
     dry_run: bool,
     workers: int,
     retries: int,
+    read_timeout: float,
     base_url: str | None,
 ) -> None:
     """Download PET/CT studies (a PET series + its CT) from TCIA's public REST API.
@@ -87,7 +96,9 @@ def fetch(
     from petctiqa.tcia_client import RetryPolicy, TciaClient
 
     patient_ids = read_patient_list(patient_list) if patient_list is not None else None
-    with TciaClient(base_url, retry=RetryPolicy(attempts=retries)) as client:
+    with TciaClient(
+        base_url, retry=RetryPolicy(attempts=retries), timeout_s=(15.0, read_timeout)
+    ) as client:
         click.echo(f"querying {client.base_url} for {collection} ...", err=True)
         plan = plan_fetch(
             client,

@@ -49,7 +49,16 @@ from tqdm import tqdm
 
 from petctiqa.atomic import atomic_write_text
 from petctiqa.errors import FetchError
-from petctiqa.tcia_client import RemoteSeries, TciaClient, TransientError
+from petctiqa.fetch_records import (
+    FileDigest,
+    SeriesRecord,
+    SeriesRecords,
+    digest_bytes,
+    digest_file,
+    record_problem,
+)
+from petctiqa.safe_paths import inside, safe_component
+from petctiqa.tcia_client import RemoteSeries, TciaClient, TransientError, ZipDownload
 
 PARTIAL_DIR_NAME = ".petctiqa-partial"
 """Folder inside the output folder that holds downloads in progress (removed when done)."""
@@ -177,10 +186,22 @@ def plan_patient(patient_id: str, series: Iterable[RemoteSeries]) -> PatientPlan
 
 
 def sanitize_name(text: str, limit: int = 64) -> str:
-    """A folder-name-safe form of a DICOM description: drops ``<>:"/\\|?*^()`` and control
-    characters (spaces, double spaces included, are kept, as the retriever does); "NA" if empty."""
-    cleaned = _UNSAFE_NAME_CHARS.sub("", text).strip()[:limit].rstrip(" .")
+    """A folder-name form of archive text, as the NBIA Data Retriever writes it: drops
+    ``<>:"/\\|?*^()`` and control characters (spaces, double spaces included, are kept), leading
+    dots and spaces, and cuts to ``limit`` characters and ``1.5 * limit`` UTF-8 bytes; "NA" if
+    empty. The result is always one plain name component (never ``.``/``..``, hidden, or longer
+    than a file system allows); :func:`series_directory` also checks that the path stays inside
+    the output folder."""
+    cleaned = _UNSAFE_NAME_CHARS.sub("", text).strip().lstrip(". ")[:limit]
+    cleaned = cleaned.encode("utf-8")[: limit + limit // 2].decode("utf-8", "ignore")
+    cleaned = cleaned.rstrip(" .")
     return cleaned or "NA"
+
+
+def _uid_tail(uid: str) -> str:
+    """The last 5 characters of a UID for folder names (a UID that is not a safe name, which a
+    real UID always is, is replaced by its :func:`safe_component` form first)."""
+    return safe_component(uid)[-5:]
 
 
 def format_study_date(raw: str) -> str:
@@ -195,25 +216,32 @@ def format_study_date(raw: str) -> str:
 def study_folder_name(series: RemoteSeries) -> str:
     """``<MM-DD-YYYY>-NA-<StudyDescription>-<last 5 of StudyInstanceUID>``."""
     description = sanitize_name(series.study_description)
-    return f"{format_study_date(series.study_date)}-NA-{description}-{series.study_uid[-5:]}"
+    return f"{format_study_date(series.study_date)}-NA-{description}-{_uid_tail(series.study_uid)}"
 
 
 def series_folder_name(series: RemoteSeries) -> str:
     """``<SeriesNumber %.6f>-<SeriesDescription>-<last 5 of SeriesInstanceUID>``."""
     number = "NA" if series.series_number is None else f"{series.series_number:.6f}"
     description = sanitize_name(series.series_description)
-    return f"{number}-{description}-{series.series_uid[-5:]}"
+    return f"{number}-{description}-{_uid_tail(series.series_uid)}"
 
 
 def series_directory(out_dir: Path, series: RemoteSeries) -> Path:
-    """``<out>/<Collection>/<SubjectID>/<study folder>/<series folder>``."""
-    return (
+    """``<out>/<Collection>/<SubjectID>/<study folder>/<series folder>``, checked to stay inside
+    ``out_dir`` (UnsafePathError otherwise, e.g. through a symlink)."""
+    directory = (
         Path(out_dir)
         / sanitize_name(series.collection, limit=128)
         / sanitize_name(series.patient_id, limit=128)
         / study_folder_name(series)
         / series_folder_name(series)
     )
+    return inside(out_dir, directory)
+
+
+def staging_name(series_uid: str) -> str:
+    """The name of a series' files in the staging folder (a safe form of its UID)."""
+    return safe_component(series_uid)
 
 
 # -- verified series on disk ------------------------------------------------------------------
@@ -335,85 +363,161 @@ def count_dicom_files(directory: Path) -> int:
     return sum(1 for _ in directory.glob("*.dcm")) if directory.is_dir() else 0
 
 
-def scan_complete_series(out_dir: Path, series: RemoteSeries) -> LocalSeries | None:
-    """The series as already on disk, if complete: as many ``.dcm`` files as the server lists,
-    every header readable with the right UIDs. None otherwise (it will be downloaded again)."""
+def looks_complete(out_dir: Path, series: RemoteSeries, records: SeriesRecords) -> bool:
+    """A cheap guess for planning: the recorded files with their sizes (or, without a record,
+    as many ``.dcm`` files as the server lists). :func:`scan_complete_series` decides."""
     directory = series_directory(out_dir, series)
-    files = sorted(directory.glob("*.dcm")) if directory.is_dir() else []
+    record = records.get(series.series_uid)
+    if record is not None:
+        return record_problem(directory, record, hashes=False) is None
+    return count_dicom_files(directory) == series.image_count
+
+
+def scan_complete_series(
+    out_dir: Path, series: RemoteSeries, records: SeriesRecords
+) -> tuple[LocalSeries | None, str | None]:
+    """The series as already on disk, if complete, else ``(None, why)`` (why is None when
+    there is no folder at all). With a record, every file must have its recorded size and
+    SHA-256; without one (an older download), every file is read in full (pixel data length
+    included) and the series is recorded when it passes. Headers must carry the right UIDs."""
+    directory = series_directory(out_dir, series)
+    if not directory.is_dir():
+        return None, None
+    record = records.get(series.series_uid)
+    if record is not None:
+        problem = record_problem(directory, record)
+        if problem is not None:
+            return None, problem
+    files = sorted(directory.glob("*.dcm"))
     if len(files) != series.image_count:
-        return None
+        return None, f"{len(files)} files on disk, the server lists {series.image_count}"
     try:
-        facts = [_instance_facts(pydicom.dcmread(f, stop_before_pixels=True)) for f in files]
-        return _summarize(
+        facts = [_read_instance_facts(f, full=record is None) for f in files]
+        local = _summarize(
             series, directory, files, facts, sum(f.stat().st_size for f in files), False
         )
-    except (OSError, InvalidDicomError, SeriesCheckFailed, ValueError):
-        return None
+    except (OSError, InvalidDicomError, SeriesCheckFailed, ValueError) as exc:
+        return None, str(exc)
+    if record is None:
+        relative = directory.relative_to(out_dir).as_posix()
+        records.put(
+            series.series_uid,
+            SeriesRecord(relative, {f.name: digest_file(f) for f in files}),
+        )
+    return local, None
+
+
+def _read_instance_facts(path: Path, full: bool) -> _InstanceFacts:
+    """Header facts of one file; with ``full`` the pixel data is read and its length checked."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=not full)
+        if full:
+            _check_pixel_data(ds, path.name)
+        return _instance_facts(ds)
+    except (AttributeError, KeyError, TypeError, EOFError) as exc:
+        raise SeriesCheckFailed(f"{path.name} is not a complete image: {exc}") from exc
+
+
+def _member_dataset(data: bytes, name: str) -> pydicom.Dataset | None:
+    """The DICOM data set of a zip member; None for a non-DICOM file not named ``.dcm``."""
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data))
+    except (InvalidDicomError, ValueError, EOFError, OSError) as exc:
+        if name.lower().endswith(".dcm"):
+            raise SeriesCheckFailed(f"{name} is not readable DICOM: {exc}") from exc
+        return None  # a text file shipped with the series (e.g. LICENSE)
+    try:
+        _check_pixel_data(ds, name)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        # a required tag missing or malformed: this series fails, not the whole run
+        raise SeriesCheckFailed(
+            f"{name} has missing or malformed image tags ({type(exc).__name__}: {exc})"
+        ) from exc
+    return ds
+
+
+def _installed_name(member_name: str, taken: set[str]) -> str:
+    """A safe, unique ``.dcm`` file name for a zip member (its base name when already safe)."""
+    name = safe_component(Path(member_name.replace("\\", "/")).name)
+    if not name.lower().endswith(".dcm"):
+        name += ".dcm"
+    if name in taken:
+        name = f"{Path(name).stem}-{len(taken)}.dcm"
+    return name
+
+
+def _unpack(zip_path: Path, tmp_dir: Path) -> tuple[list[_InstanceFacts], dict[str, FileDigest]]:
+    """Check every member of the zip and write the DICOM ones into ``tmp_dir``."""
+    facts: list[_InstanceFacts] = []
+    digests: dict[str, FileDigest] = {}
+    try:
+        archive = zipfile.ZipFile(zip_path)
+    except zipfile.BadZipFile as exc:
+        raise SeriesCheckFailed(f"not a valid zip: {exc}") from exc
+    with archive:
+        for info in archive.infolist():
+            if info.is_dir():
+                continue
+            try:
+                data = archive.read(info)
+            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                raise SeriesCheckFailed(f"zip member {info.filename} is corrupt: {exc}") from exc
+            ds = _member_dataset(data, Path(info.filename.replace("\\", "/")).name)
+            if ds is None:
+                continue
+            try:
+                facts.append(_instance_facts(ds))
+            except (AttributeError, KeyError, TypeError, ValueError) as exc:
+                raise SeriesCheckFailed(
+                    f"{info.filename} has malformed image tags ({type(exc).__name__}: {exc})"
+                ) from exc
+            name = _installed_name(info.filename, set(digests))
+            (tmp_dir / name).write_bytes(data)
+            digests[name] = digest_bytes(data)
+    return facts, digests
 
 
 def install_series_zip(
-    zip_path: Path, series: RemoteSeries, final_dir: Path, staging_dir: Path
+    zip_path: Path,
+    series: RemoteSeries,
+    final_dir: Path,
+    staging_dir: Path,
+    records: SeriesRecords | None = None,
 ) -> LocalSeries:
     """Verify a downloaded series zip and move its DICOM files into ``final_dir``.
 
     Every member is read (zip CRC checked) and parsed as DICOM; members that are not DICOM and not
-    named ``*.dcm`` (a LICENSE text, say) are left out. Files are written to a temporary folder in
-    ``staging_dir`` (same file system) that replaces ``final_dir`` only when every check passed.
-    Raises SeriesCheckFailed otherwise, leaving nothing behind.
+    named ``*.dcm`` (a LICENSE text, say) are left out; member names are made safe. Files are
+    written to a temporary folder in ``staging_dir`` (same file system) that replaces
+    ``final_dir`` only when every check passed; then the files' sizes and SHA-256 go into
+    ``records``. Raises SeriesCheckFailed otherwise, leaving nothing behind.
     """
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f"{series.series_uid}.", dir=staging_dir))
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f"{staging_name(series.series_uid)}.", dir=staging_dir))
     try:
-        facts: list[_InstanceFacts] = []
-        names: set[str] = set()
-        total = 0
-        try:
-            archive = zipfile.ZipFile(zip_path)
-        except zipfile.BadZipFile as exc:
-            raise SeriesCheckFailed(f"not a valid zip: {exc}") from exc
-        with archive:
-            for info in archive.infolist():
-                if info.is_dir():
-                    continue
-                name = Path(info.filename.replace("\\", "/")).name
-                try:
-                    data = archive.read(info)
-                except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                    raise SeriesCheckFailed(
-                        f"zip member {info.filename} is corrupt: {exc}"
-                    ) from exc
-                try:
-                    ds = pydicom.dcmread(io.BytesIO(data))
-                except (InvalidDicomError, ValueError, EOFError, OSError) as exc:
-                    if name.lower().endswith(".dcm"):
-                        raise SeriesCheckFailed(f"{name} is not readable DICOM: {exc}") from exc
-                    continue  # a text file shipped with the series (e.g. LICENSE)
-                try:
-                    _check_pixel_data(ds, name)
-                    facts.append(_instance_facts(ds))
-                except (AttributeError, KeyError, TypeError, ValueError) as exc:
-                    # a required tag missing or malformed: this series fails, not the whole run
-                    raise SeriesCheckFailed(
-                        f"{name} has missing or malformed image tags ({type(exc).__name__}: {exc})"
-                    ) from exc
-                if not name.lower().endswith(".dcm"):
-                    name += ".dcm"
-                if name in names:
-                    name = f"{Path(name).stem}-{len(names)}.dcm"
-                names.add(name)
-                (tmp_dir / name).write_bytes(data)
-                total += len(data)
-        files = sorted(final_dir / n for n in names)
+        facts, digests = _unpack(zip_path, tmp_dir)
+        files = sorted(final_dir / n for n in digests)
+        total = sum(d.size for d in digests.values())
         local = _summarize(series, final_dir, files, facts, total, True)
         final_dir.parent.mkdir(parents=True, exist_ok=True)
+        if records is not None:  # the old record must not vouch for the new files
+            records.drop(series.series_uid)
         if final_dir.exists():  # an incomplete earlier copy: move it aside, then drop it
             stale = Path(tempfile.mkdtemp(prefix="stale.", dir=staging_dir))
             os.replace(final_dir, stale / "series")
             shutil.rmtree(stale)
         os.replace(tmp_dir, final_dir)
-        return local
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
+    if records is not None:
+        out_relative = final_dir.relative_to(staging_dir.parent).as_posix()
+        records.put(series.series_uid, SeriesRecord(out_relative, digests))
+    return local
+
+
+def partial_zip_path(out_dir: Path, series_uid: str) -> Path:
+    """Where the zip of a series is downloaded to (kept between runs for resuming)."""
+    return Path(out_dir) / PARTIAL_DIR_NAME / f"{staging_name(series_uid)}.zip.part"
 
 
 def download_series(
@@ -421,43 +525,79 @@ def download_series(
     series: RemoteSeries,
     out_dir: Path,
     on_bytes: Callable[[int], None] | None = None,
+    *,
+    records: SeriesRecords | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> LocalSeries:
     """Download, verify and install one series, retrying failures per ``client.retry``.
 
-    ``on_bytes`` receives byte counts as they arrive (negative to undo a failed attempt).
+    An interrupted download continues where it stopped when the server honours HTTP Range
+    (also across runs: the partial zip stays in the staging folder); otherwise it starts over
+    and ``log`` says so. ``on_bytes`` follows the size of the partial zip (negative when bytes
+    are discarded).
     """
-    staging = Path(out_dir) / PARTIAL_DIR_NAME
-    staging.mkdir(parents=True, exist_ok=True)
+    say = log or (lambda message: None)
+    part = partial_zip_path(out_dir, series.series_uid)
+    part.parent.mkdir(parents=True, exist_ok=True)
     final_dir = series_directory(out_dir, series)
+    tally = _PartTally(on_bytes)
+    tally.resync(part)  # a partial zip left by an earlier run counts as received
     policy = client.retry
     last: Exception | None = None
     for attempt in range(policy.attempts):
-        received = 0
-
-        def count(n: int) -> None:
-            nonlocal received
-            received += n
-            if on_bytes is not None:
-                on_bytes(n)
-
-        fd, name = tempfile.mkstemp(prefix=f"{series.series_uid}.", suffix=".zip", dir=staging)
-        os.close(fd)
-        zip_path = Path(name)
         try:
-            client.download_series_zip(series.series_uid, zip_path, count)
-            return install_series_zip(zip_path, series, final_dir, staging)
-        except (TransientError, SeriesCheckFailed) as exc:
+            result = client.download_series_zip(series.series_uid, part, tally.add)
+            tally.resync(part)
+            _say_resume(say, series, result)
+            local = install_series_zip(part, series, final_dir, part.parent, records)
+            _discard_part(part)
+            return local
+        except TransientError as exc:
+            last = exc  # what arrived stays in the partial zip for the next attempt
+        except SeriesCheckFailed as exc:
             last = exc
-            if on_bytes is not None and received:
-                on_bytes(-received)
-        finally:
-            zip_path.unlink(missing_ok=True)
+            _discard_part(part)  # bad bytes: the next attempt starts from zero
+        tally.resync(part)
         if attempt + 1 < policy.attempts:
             client.sleep(policy.delay_s(attempt))
     raise FetchError(
         f"series {series.series_uid} ({series.patient_id}, {series.modality}) failed "
         f"{policy.attempts} attempts; last: {last}"
     )
+
+
+class _PartTally:
+    """Reports the size of a series' partial zip to ``on_bytes`` as deltas: bytes as they
+    arrive, and a correction when bytes are discarded (a restart, a failed check)."""
+
+    def __init__(self, on_bytes: Callable[[int], None] | None) -> None:
+        self.on_bytes = on_bytes
+        self.held = 0
+
+    def add(self, n: int) -> None:
+        self.held += n
+        if self.on_bytes is not None:
+            self.on_bytes(n)
+
+    def resync(self, part: Path) -> None:
+        size = part.stat().st_size if part.is_file() else 0
+        if size != self.held:
+            self.add(size - self.held)
+
+
+def _say_resume(say: Callable[[str], None], series: RemoteSeries, result: ZipDownload) -> None:
+    if result.resumed_from:
+        say(f"series {series.series_uid}: resumed at byte {result.resumed_from}")
+    elif result.discarded:
+        say(
+            f"series {series.series_uid}: the server does not resume downloads (no answer to "
+            f"an HTTP Range request); restarted from zero, {result.discarded} bytes discarded"
+        )
+
+
+def _discard_part(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    part.with_name(part.name + ".validator").unlink(missing_ok=True)
 
 
 def pairing_problem(pet: LocalSeries, ct: LocalSeries) -> str | None:
@@ -595,12 +735,13 @@ def read_patient_list(path: Path) -> list[str]:
     return ids
 
 
-def _prefer_on_disk(plan: PatientPlan, out_dir: Path) -> PatientPlan:
+def _prefer_on_disk(plan: PatientPlan, out_dir: Path, records: SeriesRecords) -> PatientPlan:
     """Move CT candidates already complete on disk to the front (stable), so a resumed run
     re-uses the CT an earlier run verified instead of re-trying rejected candidates."""
 
     def on_disk(s: RemoteSeries) -> bool:
-        return count_dicom_files(series_directory(out_dir, s)) == s.image_count
+        # a record means an earlier run verified (and kept) this CT, even if it is damaged now
+        return records.get(s.series_uid) is not None or looks_complete(out_dir, s, records)
 
     studies = tuple(
         StudyPlan(
@@ -639,7 +780,7 @@ def _plan_patients(
             if plan is None:
                 rejected.append(pid)
             else:
-                plans.append(_prefer_on_disk(plan, out_dir))
+                plans.append(_prefer_on_disk(plan, out_dir, SeriesRecords(out_dir)))
         position += len(chunk)
     return plans, rejected, list(candidates[position:])
 
@@ -699,9 +840,7 @@ def plan_fetch(
             target = n_patients
         first_choice = [s for p in plans for st in p.studies for s in (st.pet, st.ct_candidates[0])]
         complete = frozenset(
-            s.series_uid
-            for s in first_choice
-            if count_dicom_files(series_directory(out_dir, s)) == s.image_count
+            s.series_uid for s in first_choice if looks_complete(out_dir, s, SeriesRecords(out_dir))
         )
         missing = [s for s in first_choice if s.series_uid not in complete]
         sizes = dict(
@@ -867,9 +1006,9 @@ def _execute_fetch_locked(
     say = log or (lambda message: None)
     out_dir = Path(plan.out_dir)
     staging = out_dir / PARTIAL_DIR_NAME
-    if staging.exists():  # leftovers of an interrupted run: never complete, always ours
-        shutil.rmtree(staging)
+    _clean_staging(staging)
     out_dir.mkdir(parents=True, exist_ok=True)
+    records = SeriesRecords(out_dir)
 
     states = [_StudyState(study) for patient in plan.patients for study in patient.studies]
     spare = list(plan.spare_patient_ids)
@@ -890,9 +1029,14 @@ def _execute_fetch_locked(
     )
 
     def obtain(series: RemoteSeries) -> LocalSeries:
-        existing = scan_complete_series(out_dir, series)
+        existing, problem = scan_complete_series(out_dir, series, records)
         if existing is not None:
             return existing
+        if problem is not None:
+            say(
+                f"{series.patient_id}: series {series.series_uid} on disk is damaged "
+                f"({problem}); downloading it again"
+            )
         expected = plan.download_bytes.get(series.series_uid)
         if expected is None:
             expected = _series_bytes(client, series)
@@ -911,7 +1055,7 @@ def _execute_fetch_locked(
                 downloaded_bytes += n
                 bar.update(credit)
 
-        local_series = download_series(client, series, out_dir, on_bytes)
+        local_series = download_series(client, series, out_dir, on_bytes, records=records, log=say)
         with bar_lock:
             bar.update(expected - min(max(received, 0), expected))
         return local_series
@@ -919,6 +1063,7 @@ def _execute_fetch_locked(
     def discard(series: RemoteSeries) -> None:
         item = local.pop(series.series_uid, None)
         if item is not None and item.downloaded:
+            records.drop(series.series_uid)
             shutil.rmtree(item.directory, ignore_errors=True)
             _remove_empty_parents(item.directory.parent, out_dir)
 
@@ -988,7 +1133,7 @@ def _execute_fetch_locked(
                             unpaired.append(st.plan.patient_id)
     finally:
         bar.close()
-        shutil.rmtree(staging, ignore_errors=True)
+        _finish_staging(staging, keep={staging_name(uid) for uid in errors})
 
     pairs = tuple(
         sorted(
@@ -1026,6 +1171,36 @@ def _execute_fetch_locked(
             "run the same command again to resume"
         )
     return report
+
+
+def _clean_staging(staging: Path) -> None:
+    """Remove what an interrupted run left in the staging folder except the partial zips
+    (and their validators), which a resumed download continues."""
+    if not staging.is_dir():
+        return
+    for entry in staging.iterdir():
+        if entry.is_file() and entry.name.endswith((".zip.part", ".zip.part.validator")):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def _finish_staging(staging: Path, keep: set[str]) -> None:
+    """At the end of a run keep only the partial zips of series that failed (the next run
+    resumes them); remove the staging folder when nothing is left."""
+    if not staging.is_dir():
+        return
+    for entry in staging.iterdir():
+        if entry.name.split(".zip.part")[0] in keep and entry.is_file():
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        staging.rmdir()
 
 
 def _remove_empty_parents(directory: Path, stop: Path) -> None:

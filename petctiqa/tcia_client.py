@@ -3,7 +3,8 @@
 Only the endpoints ``petctiqa fetch`` needs: ``getPatient``, ``getSeries``, ``getSeriesSize`` and
 ``getImage`` (a zip of one series). Every call retries network errors, HTTP 429 and 5xx with a
 bounded exponential backoff; other HTTP errors and unreachable servers raise
-:class:`petctiqa.errors.FetchError` naming the URL.
+:class:`petctiqa.errors.FetchError` naming the URL. A zip download continues a partial file with
+an HTTP Range request; a server that ignores Range sends the whole zip again (the caller is told).
 
 Why not ``tcia_utils``: its NBIA module builds the host name itself
 (``https://{services|nlst}.cancerimagingarchive.net``), so it cannot be pointed at another base URL
@@ -14,6 +15,7 @@ configures the root logger on import. The four endpoints above are a few lines e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -26,6 +28,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import requests
+import urllib3
 
 from petctiqa import __version__
 from petctiqa.errors import FetchError
@@ -84,6 +87,19 @@ class RemoteSeries:
     manufacturer: str
     third_party_analysis: str
     collection_uri: str
+
+
+@dataclass(frozen=True)
+class ZipDownload:
+    """What one ``getImage`` attempt did to the partial zip file."""
+
+    received: int
+    """Bytes received in this attempt."""
+    resumed_from: int
+    """Offset the server continued from (HTTP 206); 0 when it sent the zip from the start."""
+    discarded: int
+    """Bytes of an earlier partial file thrown away because the server ignored the Range
+    request (HTTP 200) or could not satisfy it (HTTP 416)."""
 
 
 @dataclass(frozen=True)
@@ -196,10 +212,15 @@ class TciaClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _get(self, url: str, *, stream: bool) -> requests.Response:
-        """One GET; maps retryable failures to TransientError and the rest to FetchError."""
+    def _get(
+        self, url: str, *, stream: bool, headers: Mapping[str, str] | None = None
+    ) -> requests.Response:
+        """One GET; maps retryable failures to TransientError and the rest to FetchError
+        (HTTP 416 is returned to the caller of a Range request)."""
         try:
-            response = self._session().get(url, stream=stream, timeout=self.timeout_s)
+            response = self._session().get(
+                url, stream=stream, timeout=self.timeout_s, headers=dict(headers or {})
+            )
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise TransientError(f"cannot reach {url}: {_reason(exc)}") from exc
         except requests.RequestException as exc:
@@ -207,6 +228,8 @@ class TciaClient:
         if response.status_code == 429 or response.status_code >= 500:
             response.close()
             raise TransientError(f"HTTP {response.status_code} from {url}")
+        if response.status_code == 416 and headers and "Range" in headers:
+            return response
         if response.status_code >= 400:
             response.close()
             raise FetchError(f"HTTP {response.status_code} from {url}")
@@ -284,30 +307,93 @@ class TciaClient:
 
     def download_series_zip(
         self, series_uid: str, dest: Path, on_bytes: Callable[[int], None] | None = None
-    ) -> int:
-        """ONE attempt at streaming ``getImage`` (the series as a zip) into ``dest``; returns bytes.
+    ) -> ZipDownload:
+        """ONE attempt at streaming ``getImage`` (the series as a zip) into ``dest``.
 
-        Raises TransientError when the connection drops or the body is shorter than its
-        Content-Length (the caller retries the download together with its verification).
+        When ``dest`` already holds part of the zip, asks for the rest (``Range: bytes=N-``, with
+        ``If-Range`` when an earlier answer gave an ETag or Last-Modified, kept in
+        ``<dest>.validator``) and appends on HTTP 206; on 200 or 416 the partial bytes are
+        discarded and the zip is written from the start. Raises TransientError when the
+        connection drops or the body is shorter than its Content-Length; what arrived stays in
+        ``dest`` for the next attempt.
         """
         url = self.url("getImage", {"SeriesInstanceUID": series_uid, "NewFileNames": "Yes"})
-        received = 0
-        with self._get(url, stream=True) as response:
-            expected = _to_float(response.headers.get("Content-Length"))
+        offset = dest.stat().st_size if dest.is_file() else 0
+        validator_path = dest.with_name(dest.name + ".validator")
+        headers = _range_headers(offset, validator_path)
+        with self._get(url, stream=True, headers=headers) as response:
             try:
-                with open(dest, "wb") as handle:
-                    for chunk in response.iter_content(chunk_size=1 << 20):
-                        handle.write(chunk)
-                        received += len(chunk)
-                        if on_bytes is not None:
-                            on_bytes(len(chunk))
-            except requests.RequestException as exc:
-                raise TransientError(
-                    f"connection lost after {received} bytes of {url}: {_reason(exc)}"
-                ) from exc
+                start = _resume_offset(response, offset, url)
+            except TransientError:
+                dest.unlink(missing_ok=True)  # the part cannot be continued: start over
+                raise
+            if start == 0:
+                _remember_validator(response, validator_path)
+            received = self._stream_body(response, dest, start, url, on_bytes)
+        return ZipDownload(received=received, resumed_from=start, discarded=offset - start)
+
+    def _stream_body(
+        self,
+        response: requests.Response,
+        dest: Path,
+        start: int,
+        url: str,
+        on_bytes: Callable[[int], None] | None,
+    ) -> int:
+        expected = _to_float(response.headers.get("Content-Length"))
+        received = 0
+        try:
+            with open(dest, "ab" if start else "wb") as handle:
+                # read1 returns what has arrived, so a dropped connection loses no received
+                # byte (iter_content's fixed-size reads drop the last partial chunk)
+                while chunk := response.raw.read1(1 << 20, decode_content=True):
+                    handle.write(chunk)
+                    received += len(chunk)
+                    if on_bytes is not None:
+                        on_bytes(len(chunk))
+        except (requests.RequestException, urllib3.exceptions.HTTPError, ConnectionError) as exc:
+            raise TransientError(
+                f"connection lost after {start + received} bytes of {url}: {_reason(exc)}"
+            ) from exc
         if expected is not None and received != int(expected):
             raise TransientError(f"{url} sent {received} of {int(expected)} bytes")
         return received
+
+
+def _range_headers(offset: int, validator_path: Path) -> dict[str, str]:
+    """Request headers that ask for the rest of a partial file (none when there is none)."""
+    if offset == 0:
+        return {}
+    headers = {"Range": f"bytes={offset}-"}
+    # without a validator the zip's CRCs and the DICOM checks still catch a changed file
+    with contextlib.suppress(OSError):
+        headers["If-Range"] = validator_path.read_text(encoding="utf-8").strip()
+    return headers
+
+
+def _remember_validator(response: requests.Response, validator_path: Path) -> None:
+    """Keep the answer's ETag (or Last-Modified) for the If-Range of a later resume."""
+    validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
+    if validator:
+        validator_path.write_text(validator, encoding="utf-8")
+    else:
+        validator_path.unlink(missing_ok=True)
+
+
+def _resume_offset(response: requests.Response, offset: int, url: str) -> int:
+    """Where the answer's body starts in the zip: ``offset`` for a 206 that continues exactly
+    there, 0 for a whole zip. A 206 that starts elsewhere and a 416 are refused (the caller
+    starts over)."""
+    if response.status_code == 416:
+        raise TransientError(f"HTTP 416 from {url} for bytes {offset}-: starting over")
+    if response.status_code != 206:
+        return 0
+    content_range = response.headers.get("Content-Range", "")
+    unit, _, span = content_range.partition(" ")
+    first = span.split("-", 1)[0]
+    if unit != "bytes" or not first.isdigit() or int(first) != offset:
+        raise TransientError(f"{url} answered bytes {content_range!r} to a request for {offset}-")
+    return offset
 
 
 def _reason(exc: BaseException) -> str:

@@ -2,15 +2,23 @@
 
 It serves getPatient, getSeries, getSeriesSize and getImage from DICOM files given to it, and can
 inject faults into getImage per series: "drop" (connection closed half-way through the body),
-"corrupt" (a flipped byte inside a zip member, so its CRC fails), "http500" (an HTTP 500 answer)
--- each consumed by one request -- and "missing" (every zip lacks its last file).
+"corrupt" (a flipped byte inside a zip member, so its CRC fails), "http500" (an HTTP 500 answer),
+"stall" (half the body, then :attr:`FakeTcia.stall_s` seconds of silence before the connection
+closes) -- each consumed by one request -- and "missing" (every zip lacks its last file).
+
+With ``supports_range`` it answers ``Range: bytes=N-`` with 206 and the rest of the zip (the
+zips are byte-identical on every request; ``If-Range`` with another ETag gets the whole zip),
+as a resumable server would; otherwise it ignores Range and sends the whole zip with 200.
+:meth:`FakeTcia.relabel` changes what the listing says about a series (hostile names).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import threading
+import time
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +48,10 @@ class FakeTcia:
     faults: dict[str, list[str]] = field(default_factory=dict)
     persistent_faults: dict[str, str] = field(default_factory=dict)
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    supports_range: bool = False
+    ranges: list[tuple[str, str]] = field(default_factory=list)
+    """(SeriesInstanceUID, Range header) of every getImage request that sent one."""
+    stall_s: float = 3.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
 
@@ -80,6 +92,21 @@ class FakeTcia:
             self.patients.append(patient)
         return uid
 
+    def relabel(self, uid: str, **fields: object) -> str:
+        """Change listing fields of series ``uid`` (``PatientID``, ``StudyDesc``,
+        ``SeriesInstanceUID``, ...); the DICOM files stay as they are. Returns the new UID."""
+        fake = self.series.pop(uid)
+        old_patient = fake.record["PatientID"]
+        fake.record.update(fields)
+        new_uid = str(fake.record["SeriesInstanceUID"])
+        self.series[new_uid] = fake
+        new_patient = fake.record["PatientID"]
+        if new_patient not in self.patients:
+            self.patients.append(new_patient)
+        if all(s.record["PatientID"] != old_patient for s in self.series.values()):
+            self.patients.remove(old_patient)
+        return new_uid
+
     def zip_bytes(self, uid: str, members: list[tuple[str, bytes]] | None = None) -> bytes:
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
@@ -116,6 +143,10 @@ class FakeTcia:
                 endpoint = parsed.path[len(API_PREFIX) :]
                 with fake._lock:
                     fake.requests.append((endpoint, params))
+                    if endpoint == "getImage" and self.headers.get("Range"):
+                        fake.ranges.append(
+                            (params.get("SeriesInstanceUID", ""), self.headers["Range"])
+                        )
                 handler = getattr(fake, f"_serve_{endpoint}", None)
                 if handler is None:
                     self._send(404, b"unknown endpoint", "text/plain")
@@ -196,13 +227,34 @@ class FakeTcia:
             # the name and a margin), so the zip parses but the CRC check fails
             position = 30 + len(members[0][0]) + 200
             body = body[:position] + bytes([body[position] ^ 0xFF]) + body[position + 1 :]
-        handler.send_response(200)
+        etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+        start = self._range_start(handler, etag, len(body))
+        handler.send_response(200 if start == 0 else 206)
         handler.send_header("Content-Type", "application/zip")
+        handler.send_header("ETag", etag)
+        if self.supports_range:
+            handler.send_header("Accept-Ranges", "bytes")
+        if start:
+            handler.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        body = body[start:]
         handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
-        if fault == "drop":
+        if fault in ("drop", "stall"):
             handler.wfile.write(body[: len(body) // 2])
             handler.wfile.flush()
+            if fault == "stall":
+                time.sleep(self.stall_s)
             handler.close_connection = True
             return
         handler.wfile.write(body)
+
+    def _range_start(self, handler, etag: str, size: int) -> int:
+        """The first byte to send: N for an honoured ``Range: bytes=N-``, else 0."""
+        wanted = handler.headers.get("Range", "")
+        if_range = handler.headers.get("If-Range")
+        if not self.supports_range or not wanted.startswith("bytes=") or not wanted.endswith("-"):
+            return 0
+        if if_range is not None and if_range != etag:
+            return 0
+        start = int(wanted[len("bytes=") : -1])
+        return start if 0 < start < size else 0

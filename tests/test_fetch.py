@@ -27,6 +27,7 @@ from petctiqa.fetch import (
     series_folder_name,
     study_folder_name,
 )
+from petctiqa.fetch_records import RECORDS_FILE_NAME
 from petctiqa.phantom import write_phantom_study
 from petctiqa.tcia_client import RemoteSeries, RetryPolicy, TciaClient, resolve_base_url
 from petctiqa_cli.main import cli
@@ -169,7 +170,12 @@ def _fetch(fake: FakeTcia, out: Path, n: int = 2, **kwargs):
 
 def _no_partial_left(out: Path) -> None:
     assert not (out / PARTIAL_DIR_NAME).exists()
-    leftovers = [p for p in out.rglob("*") if p.suffix in (".zip", ".tmp") or ".petctiqa" in p.name]
+    leftovers = [
+        p
+        for p in out.rglob("*")
+        if p.suffix in (".zip", ".tmp", ".part")
+        or (".petctiqa" in p.name and p.name != RECORDS_FILE_NAME)  # the record is output
+    ]
     assert leftovers == []
 
 
@@ -467,7 +473,12 @@ def test_cli_fetch_then_index_and_pair(server, archive, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "downloaded 4 series" in result.output
-    pairs = pairing_module.find_pet_ct_pairs(index_module.index_dicom_tree(out))
+    index = index_module.index_dicom_tree(out)
+    # metadata.csv and fetch's record are expected, never reported as stray files
+    skipped = sorted(s.path.name for s in index.skipped)
+    assert skipped == [".petctiqa-fetch-verified.json", "metadata.csv"]
+    assert all(index_module.is_nbia_metadata(s) for s in index.skipped)
+    pairs = pairing_module.find_pet_ct_pairs(index)
     assert [(p.patient_id, p.pet.series_uid, p.ct.series_uid) for p in pairs] == [
         (first.patient_id, first.pet_series_uid, first.ct_series_uid),
         (second.patient_id, second.pet_series_uid, second.ct_series_uid),
@@ -530,3 +541,178 @@ def test_a_second_fetch_on_the_same_folder_is_refused_while_one_runs(server, tmp
         assert not (out / LOCK_FILE_NAME).exists()
         report = execute_fetch(client, plan)
     assert report.pairs and not (out / LOCK_FILE_NAME).exists()
+
+
+# -- issue 18.1: names from the server never choose where files go -------------------------------
+
+HOSTILE_LONG = "\U0001d538" * 100  # 4 UTF-8 bytes each: 64 of them alone exceed NAME_MAX
+
+
+def _files_outside(root: Path, out: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and out not in p.parents]
+
+
+def _assert_safe_tree(out: Path) -> None:
+    for path in out.rglob("*"):
+        assert out.resolve() in path.resolve().parents
+        assert len(path.name.encode()) <= 255 and "\x00" not in path.name
+
+
+def test_hostile_listing_names_stay_inside_out(server, archive, tmp_path):
+    first = archive.studies[0]
+    hostile = {
+        "PatientID": "../../escape",
+        "StudyDesc": "/etc/abs\x00olute",
+        "Collection": COLLECTION,
+    }
+    server.relabel(first.pet_series_uid, **hostile, SeriesDescription=HOSTILE_LONG)
+    server.relabel(first.ct_series_uid, **hostile, SeriesDescription="../" * 90 + "x")
+    server.relabel(archive.distractor_ct_uid, **hostile)
+    out = tmp_path / "a" / "b" / "out"
+    with _client(server) as client:
+        plan = plan_fetch(client, COLLECTION, out, patient_ids=["../../escape"])
+        report = execute_fetch(client, plan)
+    assert report.patient_ids == ("../../escape",)
+    assert _hashes(report.pairs[0].pet.files) == _hashes(first.pet_files)
+    assert _files_outside(tmp_path, out) == []
+    _assert_safe_tree(out)
+    patient_dirs = [p.name for p in (out / COLLECTION).iterdir()]
+    assert patient_dirs == ["escape"]
+    assert _read_metadata(out)[0]["Subject ID"] == "../../escape"
+
+
+def test_hostile_series_uid_fails_that_series_and_writes_nothing_outside(server, archive, tmp_path):
+    first = archive.studies[0]
+    bad_uid = "../../../../nowhere/../escaped"
+    server.relabel(first.pet_series_uid, SeriesInstanceUID=bad_uid)
+    out = tmp_path / "a" / "b" / "out"
+    with pytest.raises(FetchError, match=r"1 series could not be downloaded.*belong to series"):
+        _fetch(server, out, n=1)
+    assert server.image_requests().count(bad_uid) == FAST_RETRY.attempts
+    assert _files_outside(tmp_path, out) == []
+    _assert_safe_tree(out)
+
+
+def test_hostile_folder_components_are_single_safe_names(tmp_path):
+    from petctiqa.fetch import series_directory
+
+    for text in ("..", ".", "/abs/path", "a\x00b", ".petctiqa-partial", HOSTILE_LONG, "é" * 300):
+        series = _remote("1.2.3/../..", "CT", text, 10, 2)
+        series = RemoteSeries(**{**series.__dict__, "patient_id": text, "collection": text})
+        directory = series_directory(tmp_path, series)
+        parts = directory.relative_to(tmp_path).parts
+        assert len(parts) == 4, (text, parts)
+        for part in parts:
+            assert part not in (".", "..") and not part.startswith(".")
+            assert "/" not in part and "\x00" not in part and len(part.encode()) <= 255
+
+
+def test_zip_member_names_are_made_safe(server, archive, tmp_path):
+    first = archive.studies[0]
+    fake = server.series[first.ct_series_uid]
+    names = ["x" * 300 + ".dcm", "../../../evil.dcm"]
+    fake.members = [(names[k % 2] if k < 2 else n, d) for k, (n, d) in enumerate(fake.members)]
+    out = tmp_path / "out"
+    report = _fetch(server, out, n=1)
+    assert _hashes(report.pairs[0].ct.files) == _hashes(first.ct_files)
+    assert _files_outside(tmp_path, out) == []
+    _assert_safe_tree(out)
+    assert (report.pairs[0].ct.directory / "evil.dcm").is_file()
+
+
+# -- issue 18.7: damaged series are repaired, interrupted downloads resume -----------------------
+
+
+def test_truncated_or_altered_file_of_a_complete_series_is_downloaded_again(
+    server, archive, tmp_path
+):
+    first = archive.studies[0]
+    out = tmp_path / "out"
+    report = _fetch(server, out, n=1)
+    ct_files = sorted(report.pairs[0].ct.files)
+    truncated, altered = ct_files[2], ct_files[5]
+    truncated.write_bytes(truncated.read_bytes()[:-100])  # same count, every header readable
+    data = bytearray(altered.read_bytes())
+    data[-10] ^= 0xFF  # same size, one pixel byte changed
+    altered.write_bytes(bytes(data))
+    server.requests.clear()
+    messages: list[str] = []
+    with _client(server) as client:
+        plan = plan_fetch(client, COLLECTION, out, n_patients=1)
+        repaired = execute_fetch(client, plan, log=messages.append)
+    assert server.image_requests() == [first.ct_series_uid]
+    assert repaired.downloaded_series == 1 and repaired.reused_series == 1
+    assert _hashes(repaired.pairs[0].ct.files) == _hashes(first.ct_files)
+    assert any(truncated.name in m and "bytes" in m for m in messages), messages
+
+    altered.write_bytes(bytes(data))
+    server.requests.clear()
+    again = _fetch(server, out, n=1)
+    assert server.image_requests() == [first.ct_series_uid]
+    assert _hashes(again.pairs[0].ct.files) == _hashes(first.ct_files)
+    server.requests.clear()
+    _fetch(server, out, n=1)
+    assert server.image_requests() == []
+
+
+def test_dropped_download_resumes_with_a_range_request(server, archive, tmp_path):
+    first = archive.studies[0]
+    server.supports_range = True
+    server.faults = {first.pet_series_uid: ["drop"]}
+    out = tmp_path / "out"
+    report = _fetch(server, out, n=1)
+    zip_size = len(server.zip_bytes(first.pet_series_uid))
+    assert server.ranges == [(first.pet_series_uid, f"bytes={zip_size // 2}-")]
+    assert _hashes(report.pairs[0].pet.files) == _hashes(first.pet_files)
+    _no_partial_left(out)
+
+
+def test_interrupted_run_resumes_the_partial_download_next_run(server, archive, tmp_path):
+    first = archive.studies[0]
+    server.supports_range = True
+    server.persistent_faults = {first.pet_series_uid: "drop"}
+    out = tmp_path / "out"
+    with pytest.raises(FetchError, match="1 series could not be downloaded"):
+        _fetch(server, out, n=1)
+    zip_size = len(server.zip_bytes(first.pet_series_uid))
+    kept = 0
+    for _ in range(FAST_RETRY.attempts):  # each try gets half of the rest
+        kept += (zip_size - kept) // 2
+    parts = list((out / PARTIAL_DIR_NAME).glob("*.part"))
+    assert [p.stat().st_size for p in parts] == [kept]
+    server.persistent_faults = {}
+    server.ranges.clear()
+    report = _fetch(server, out, n=1)
+    assert server.ranges == [(first.pet_series_uid, f"bytes={kept}-")]
+    assert _hashes(report.pairs[0].pet.files) == _hashes(first.pet_files)
+    _no_partial_left(out)
+
+
+def test_server_without_range_support_restarts_and_says_so(server, archive, tmp_path):
+    first = archive.studies[0]
+    server.faults = {first.pet_series_uid: ["drop"]}
+    messages: list[str] = []
+    out = tmp_path / "out"
+    with _client(server) as client:
+        plan = plan_fetch(client, COLLECTION, out, n_patients=1)
+        report = execute_fetch(client, plan, log=messages.append)
+    assert server.ranges and server.ranges[0][0] == first.pet_series_uid
+    assert any("restart" in m and "Range" in m for m in messages), messages
+    assert _hashes(report.pairs[0].pet.files) == _hashes(first.pet_files)
+
+
+def test_cli_read_timeout_option_cuts_a_stalled_download_short(server, archive, tmp_path):
+    import time
+
+    first = archive.studies[0]
+    server.stall_s = 8.0
+    server.faults = {first.pet_series_uid: ["stall"]}
+    started = time.monotonic()
+    result = CliRunner().invoke(
+        cli,
+        ["fetch", "--patients", "1", "--out", str(tmp_path / "out"), "--read-timeout", "0.5"]
+        + ["--base-url", server.base_url],
+    )
+    assert result.exit_code == 0, result.output
+    assert time.monotonic() - started < server.stall_s
+    assert server.image_requests().count(first.pet_series_uid) == 2

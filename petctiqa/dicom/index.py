@@ -54,6 +54,8 @@ DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 NOT_DICOM = "not a DICOM file"
 NBIA_METADATA_NAME = "metadata.csv"
 """The table the NBIA Data Retriever (and ``petctiqa fetch``) writes at the top of a download."""
+FETCH_RECORD_NAME = ".petctiqa-fetch-verified.json"
+"""The file sizes and hashes ``petctiqa fetch`` keeps at the top of a download."""
 
 HEADER_DAMAGE_REASONS = (
     "missing SeriesInstanceUID",
@@ -375,8 +377,10 @@ def _series_info(series_uid: str, instances: list[IndexedFile]) -> SeriesInfo:
 
 
 def is_nbia_metadata(item: SkippedFile) -> bool:
-    """True for the ``metadata.csv`` a TCIA/NBIA download holds (expected, not a problem)."""
-    return item.path.name.lower() == NBIA_METADATA_NAME and item.reason == NOT_DICOM
+    """True for the ``metadata.csv`` a TCIA/NBIA download holds, or fetch's record (expected,
+    not a problem)."""
+    names = (NBIA_METADATA_NAME, FETCH_RECORD_NAME)
+    return item.path.name.lower() in names and item.reason == NOT_DICOM
 
 
 def skipped_by_reason(skipped: Iterable[SkippedFile]) -> list[tuple[str, list[Path]]]:
