@@ -641,7 +641,12 @@ def write_phantom_tree(
         else:
             from concurrent.futures import ProcessPoolExecutor
 
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            from petctiqa.pool import watch_main_process
+
+            # the workers end when this process dies, even by SIGKILL (else they wait forever)
+            with ProcessPoolExecutor(
+                max_workers=workers, initializer=watch_main_process, initargs=(os.getpid(),)
+            ) as pool:
                 studies = []
                 for study in pool.map(_write_one, tasks):
                     studies.append(study)

@@ -22,9 +22,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import multiprocessing
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +30,6 @@ from concurrent.futures import (
     FIRST_COMPLETED,
     Executor,
     Future,
-    ProcessPoolExecutor,
     ThreadPoolExecutor,
     wait,
 )
@@ -45,6 +42,7 @@ import cv2
 from petctiqa import __version__
 from petctiqa.atomic import atomic_write_bytes, atomic_write_text, temporary_target
 from petctiqa.dataset.manifest import MANIFEST_NAME, ImageRecord, write_manifest
+from petctiqa.dataset.phantom_cache import ensure_phantom, legacy_phantom_note
 from petctiqa.dataset.select import (
     NoUsableSlices,
     best_pair_per_patient,
@@ -63,6 +61,15 @@ from petctiqa.dataset.sheets import (
 from petctiqa.dataset.split import SPLIT_NAME, split_patients, write_split
 from petctiqa.errors import DatasetError, DicomError
 from petctiqa.png import encode_png_rgb
+from petctiqa.pool import (
+    BackgroundFlush,
+    InlineExecutor,
+    available_cores,
+    process_pool,
+    start_workers,
+    timed,
+    watch_main_process,
+)
 from petctiqa.protocol import DatasetProtocol, RenderSettings
 from petctiqa.seeding import rng_for
 
@@ -72,7 +79,6 @@ if TYPE_CHECKING:
     from petctiqa.distort import DistortionSpec
 
 STATE_DIR = ".build-state"
-PHANTOM_DIR = "phantom-dicom"
 DATASET_JSON = "dataset.json"
 IMAGE_SUFFIX = {"jpeg": ".jpg", "png": ".png"}
 DATASET_FORMAT_VERSION = 1
@@ -104,7 +110,10 @@ class BuildOptions:
     out_dir: Path
     protocol: DatasetProtocol
     src: Path | None = None
-    """DICOM tree; ``None`` generates the built-in phantom under ``out_dir/phantom-dicom``."""
+    """DICOM tree; ``None`` uses the built-in phantom, generated once into ``phantom_cache``."""
+    phantom_cache: Path | None = None
+    """Folder of the phantom cache (outside the dataset); ``None``: ``$PETCTIQA_PHANTOM_CACHE``,
+    ``$XDG_CACHE_HOME/petctiqa`` or ``~/.cache/petctiqa`` (see :mod:`.phantom_cache`)."""
     seed: int = 0
     jobs: int | None = None
     """Worker processes; ``None`` = all available cores; 1 runs everything in this process."""
@@ -529,165 +538,20 @@ def remove_stale_temporaries(out_dir: Path) -> int:
 # ----------------------------------------------------------------------------- executors
 
 
-class BackgroundFlush:
-    """Flushes the file system (``os.sync``) in a thread while the build goes on.
-
-    The build writes its images without fsync and flushes once before the manifest; that flush
-    is mostly waiting for the disk (0.5 s for the 2,700 phantom images on the 2-core build VM:
-    0.15 s of CPU, the rest I/O wait), and so is a phantom written just before the build. A
-    flush started each time another quarter of the images is written overlaps that wait with
-    the work still running; :meth:`finish` then has only the last part to write.
-    """
-
-    STEPS = 4
-
-    def __init__(self, total_images: int) -> None:
-        self._every = max(1, total_images // self.STEPS)
-        self._pending = 0
-        self._thread: threading.Thread | None = None
-
-    def images_done(self, written: int) -> None:
-        """Count ``written`` new files; start a flush when enough are pending and none runs."""
-        self._pending += written
-        if self._pending < self._every or not hasattr(os, "sync"):
-            return
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._pending = 0
-        self._thread = threading.Thread(target=os.sync, name="petctiqa-flush", daemon=True)
-        self._thread.start()
-
-    def finish(self) -> None:
-        """Wait for a running flush, then flush what was written since it started."""
-        if self._thread is not None:
-            self._thread.join()
-        if hasattr(os, "sync"):
-            os.sync()
-
-
-def timed(function: Callable, task: Any) -> tuple[Any, float]:
-    """Run ``function(task)`` and return its result with the seconds it took (in the worker)."""
-    started = time.perf_counter()
-    result = function(task)
-    return result, time.perf_counter() - started
-
-
-class InlineExecutor(Executor):
-    """Runs each task at submission, in this process (``--jobs 1``)."""
-
-    def submit(self, fn, /, *args, **kwargs) -> Future:  # type: ignore[override]
-        future: Future = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except Exception as exc:
-            future.set_exception(exc)
-        return future
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def _init_worker(main_pid: int) -> None:
+def _init_worker(main_pid: int, cwd: str) -> None:
     """Worker initializer: one OpenCV thread per worker (the pool already uses every core) and
-    a watchdog that ends this worker when the main process ``main_pid`` dies (even by SIGKILL)
-    instead of leaving it waiting for work forever."""
+    the watchdog that ends this worker when the main process dies."""
     cv2.setNumThreads(1)
-    threading.Thread(
-        target=_exit_when_gone, args=(main_pid,), name="petctiqa-watchdog", daemon=True
-    ).start()
-
-
-def _exit_when_gone(pid: int) -> None:
-    """Block until process ``pid`` has ended, then end this process.
-
-    The workers' parent is the fork server, not the main process (so the parent-death signal
-    does not help), and the pool's pipes stay open in the other workers (so no read ever sees
-    EOF): without this, workers of a killed build wait forever. Linux: a pidfd, woken at once;
-    other POSIX systems: a check every second; elsewhere: nothing.
-    """
-    import select
-
-    try:
-        handle = os.pidfd_open(pid)
-    except (AttributeError, OSError):  # not Linux >= 5.3, or pid already gone
-        handle = None
-    if handle is not None:
-        select.select([handle], [], [])  # readable once the process has exited
-    elif os.name == "posix":
-        while True:
-            try:
-                os.kill(pid, 0)  # signal 0: only asks whether pid exists
-            except (ProcessLookupError, PermissionError):  # gone, or reused by another user
-                break
-            time.sleep(1.0)
-    else:  # pragma: no cover - Windows: no cheap way, and os.kill would terminate pid
-        return
-    os._exit(1)
+    watch_main_process(main_pid, cwd)
 
 
 def _executor(jobs: int) -> Executor:
-    """The build's worker pool: in-process for one job, else ``jobs`` worker processes.
-
-    Workers come from a fork server where the platform has one (Linux, macOS), else are
-    spawned. Never a plain fork of this process: a forked child inherits OpenCV's (and
-    OpenMP's) thread-pool locks in whatever state this process's threads left them, and
-    cv2.setNumThreads then deadlocks. The fork server is a fresh interpreter that only imports
-    ``WORKER_MODULES`` (no OpenCV call, so no OpenCV threads), and each worker forked from it
-    starts with those imports done: one import of ~1.8 s per build (and none for a later build
-    in the same process) instead of one per worker.
-    """
-    if jobs == 1:
-        return InlineExecutor()
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(list(WORKER_MODULES))
-    else:  # pragma: no cover - Windows
-        context = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(
-        max_workers=jobs, initializer=_init_worker, initargs=(os.getpid(),), mp_context=context
-    )
-
-
-def _start_workers(executor: Executor, jobs: int) -> None:
-    """Start every worker of a fresh pool now rather than at the first task (run in a thread:
-    with a fork server, the first start waits for the server's imports)."""
-    with contextlib.suppress(RuntimeError):  # the build failed and shut the pool down
-        for _ in range(jobs if jobs > 1 else 0):
-            executor.submit(int)
+    """The build's worker pool (:func:`petctiqa.pool.process_pool`): in-process for one job,
+    else ``jobs`` workers forked from a fork server that preloads ``WORKER_MODULES`` once."""
+    return process_pool(jobs, WORKER_MODULES, _init_worker)
 
 
 # ----------------------------------------------------------------------------- source
-
-
-def ensure_phantom(out_dir: Path, patients: int, seed: int, progress: bool, log: Log) -> Path:
-    """The phantom DICOM tree under ``out_dir/phantom-dicom``, generated once and then reused."""
-    from petctiqa.phantom import write_phantom_tree
-
-    root = out_dir / PHANTOM_DIR
-    marker = out_dir / STATE_DIR / "phantom.json"
-    wanted = {"patients": patients, "seed": seed, "petctiqa_version": __version__}
-    if root.is_dir() and _read_json(marker) == wanted:
-        log(
-            f"no --src given: using the built-in synthetic PET/CT phantom ({patients} patients, "
-            f"seed {seed}) already in {root}"
-        )
-        return root
-    log(
-        f"no --src given: generating the built-in synthetic PET/CT phantom ({patients} patients, "
-        f"seed {seed}) in {root}"
-    )
-    tmp = out_dir / f".{PHANTOM_DIR}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    write_phantom_tree(tmp, patients=patients, seed=seed, progress=progress)
-    if root.exists():
-        shutil.rmtree(root)
-    os.replace(tmp, root)
-    _write_json(marker, wanted)
-    return root
 
 
 DAMAGE_REASONS = ("truncated", "unreadable")
@@ -935,12 +799,15 @@ def build_dataset(options: BuildOptions, log: Log | None = None) -> BuildSummary
     settings = build_settings(options, n_patients, k, image_format)
 
     # Problems with the input are reported before a clash with an earlier build's settings;
-    # both before anything is written (the phantom is the only input written into out_dir).
+    # both before anything is written (the phantom, the only generated input, goes to a cache).
     used_phantom = options.src is None
     if used_phantom:
         check_settings(out_dir, settings)
         out_dir.mkdir(parents=True, exist_ok=True)
-        src = ensure_phantom(out_dir, n_patients, options.seed, options.progress, log)
+        src = ensure_phantom(options.phantom_cache, n_patients, options.seed, options.progress, log)
+        note = legacy_phantom_note(out_dir)
+        if note:
+            log(note)
     else:
         src = Path(options.src)  # type: ignore[arg-type]
     phantom_seconds = time.perf_counter() - started
@@ -950,7 +817,7 @@ def build_dataset(options: BuildOptions, log: Log | None = None) -> BuildSummary
     # back from workers (2,657 phantom files: 0.6 s here against 1.0-1.2 s through a fresh
     # 2-worker pool, measured on 2 cores).
     executor = _executor(jobs)
-    starter = threading.Thread(target=_start_workers, args=(executor, jobs), daemon=True)
+    starter = threading.Thread(target=start_workers, args=(executor, jobs), daemon=True)
     starter.start()
     try:
         scan = _find_pairs(src, options.progress, log)
@@ -1088,7 +955,7 @@ def build_dataset(options: BuildOptions, log: Log | None = None) -> BuildSummary
             "protocol_source": protocol.source,
             "seed": options.seed,
             "image_format": image_format,
-            "source": PHANTOM_DIR if used_phantom else str(src),
+            "source": str(src),
             "source_kind": "phantom" if used_phantom else "dicom",
             "counts": {
                 "patients": len(plans),

@@ -42,26 +42,6 @@ def _run(*args: str):
 
 
 @pytest.fixture(scope="session")
-def small_protocol(tmp_path_factory) -> Path:
-    """The shipped protocol rendered at 128 px so the fast tests stay fast."""
-    path = tmp_path_factory.mktemp("protocol") / "small.toml"
-    path.write_text(SHIPPED_TEXT.replace("size = 512 ", "size = 128 "))
-    assert load_dataset_protocol(path).render.size == 128
-    return path
-
-
-@pytest.fixture(scope="session")
-def small_phantom(tmp_path_factory) -> Path:
-    """Three small-matrix phantom patients (CT 64x64, PET 32x32) in the NBIA layout."""
-    from petctiqa.phantom import write_phantom_study
-
-    root = tmp_path_factory.mktemp("phantom")
-    for index in range(1, 4):
-        write_phantom_study(root, index, seed=0, ct_matrix=64, pet_matrix=32)
-    return root
-
-
-@pytest.fixture(scope="session")
 def small_dataset(tmp_path_factory, small_phantom, small_protocol) -> Path:
     """2 patients x 2 slices x 27 built with --jobs 1."""
     out = tmp_path_factory.mktemp("ds") / "jobs1"
@@ -191,7 +171,7 @@ def test_patients_prepared_while_the_pool_starts_give_the_same_bytes(
 
     import petctiqa.dataset.build as build
 
-    real_start = build._start_workers
+    real_start = build.start_workers
     inline: list[str] = []
     real_prepare = build.prepare_patient
 
@@ -203,7 +183,7 @@ def test_patients_prepared_while_the_pool_starts_give_the_same_bytes(
         inline.append(task.pair.patient_id)
         return real_prepare(task)
 
-    monkeypatch.setattr(build, "_start_workers", slow_start)
+    monkeypatch.setattr(build, "start_workers", slow_start)
     if pool_start_delay:  # every patient is prepared here (a local function cannot be pickled)
         monkeypatch.setattr(build, "prepare_patient", recording_prepare)
     out = tmp_path / "inline"
@@ -401,13 +381,14 @@ def test_patients_without_enough_usable_slices_are_reported(
 @pytest.mark.slow
 def test_phantom_is_generated_once_and_reused(tmp_path):
     out = tmp_path / "ds"
-    first = _run("--out", str(out), "--patients", "1", "--slices", "1", "--jobs", "1")
+    cache = ["--phantom-cache", str(tmp_path / "cache")]
+    first = _run("--out", str(out), "--patients", "1", "--slices", "1", "--jobs", "1", *cache)
     assert first.exit_code == 0, first.output
     assert "generating the built-in synthetic PET/CT phantom (1 patients, seed 0)" in first.stderr
     before = _tree_hashes(out)
-    phantom_files = sorted((out / "phantom-dicom").rglob("*.dcm"))
+    phantom_files = sorted((tmp_path / "cache" / "phantom-1p-seed0").rglob("*.dcm"))
     stamp = phantom_files[0].stat().st_mtime_ns
-    second = _run("--out", str(out), "--patients", "1", "--slices", "1", "--jobs", "1")
+    second = _run("--out", str(out), "--patients", "1", "--slices", "1", "--jobs", "1", *cache)
     assert second.exit_code == 0, second.output
     assert (
         "using the built-in synthetic PET/CT phantom (1 patients, seed 0) already in"
@@ -669,7 +650,7 @@ import os, signal, time
 from multiprocessing import forkserver
 from petctiqa.dataset import build
 pool = build._executor(2)
-build._start_workers(pool, 2)
+build.start_workers(pool, 2)
 busy = [pool.submit(time.sleep, 120) for _ in range(2)]
 time.sleep(0.5)
 print(*pool._processes, forkserver._forkserver._forkserver_pid, flush=True)
