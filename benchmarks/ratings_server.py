@@ -1,6 +1,7 @@
 """Benchmark: rating latency of the web app with 5 raters rating concurrently (loopback only).
 
 Run: .venv/bin/python benchmarks/ratings_server.py [--ratings 200] [--images 540] [--prefill 0]
+[--synchronous FULL|NORMAL]
 Builds a throw-away dataset (``--images`` small images, a multiple of 135: patients x 5 slices
 x 27 cells) in a temp folder, optionally pre-fills every rater's first ``--prefill`` ratings
 (web ratings in presentation order, as if the study were that far along), serves it with
@@ -31,17 +32,34 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "ratings"))
 
 
-def serve(dataset: Path, port_queue) -> None:
-    import waitress
-
+def serve(dataset: Path, synchronous: str, port_queue) -> None:
+    from petctiqa.ratings.serving import create_server
     from petctiqa.ratings.study import open_study
     from petctiqa.ratings.web import create_app
 
-    study = open_study(dataset)
+    study = open_study(dataset, synchronous=synchronous)
     app = create_app(dataset, study.store, study.scale, study.images, training=False)
-    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=8)
+    # the server `collect-ratings serve` runs (same limits and timeouts)
+    server = create_server(app, host="127.0.0.1", port=0, threads=8)
     port_queue.put(server.effective_port)
     server.run()
+
+
+def store_commit_ms(dataset: Path, synchronous: str, count: int) -> np.ndarray:
+    """Milliseconds per ``record_web_rating`` in this process (no HTTP): what the fsync of
+    ``synchronous=FULL`` costs, apart from scheduling. Uses a throw-away rater."""
+    from petctiqa.ratings.study import open_study
+
+    store = open_study(dataset, synchronous=synchronous).store
+    store.add_raters(["commit-timer"])
+    times = []
+    for i in range(count):
+        position, image = store.next_item("commit-timer")
+        start = time.perf_counter()
+        store.record_web_rating("commit-timer", image, position, i % 5)
+        times.append(time.perf_counter() - start)
+    store.close()
+    return np.array(times) * 1000
 
 
 def rater_loop(port: int, token: str, count: int, start_at: float, out) -> None:
@@ -75,6 +93,13 @@ def main() -> None:
     parser.add_argument(
         "--prefill", type=int, default=0, help="ratings per rater stored before the clock starts"
     )
+    parser.add_argument(
+        "--synchronous",
+        choices=("FULL", "NORMAL"),
+        default="FULL",
+        help="SQLite synchronous setting of the server (FULL: the app's default, fsync per "
+        "rating; NORMAL: no fsync, for comparison)",
+    )
     args = parser.parse_args()
     if args.images <= 0 or args.images % 135:
         parser.error("--images must be a positive multiple of 135 (patients x 5 slices x 27)")
@@ -100,10 +125,12 @@ def main() -> None:
             study.store.insert_ratings(
                 [Rating(r, image, pos % 5, pos, now, "web", False) for r, pos, image in rows]
             )
+        synchronous = args.synchronous
         study.store.close()
+        commit_ms = store_commit_ms(dataset, synchronous, min(200, args.images))
         ctx = multiprocessing.get_context("spawn")
         queue = ctx.Queue()
-        proc = ctx.Process(target=serve, args=(dataset, queue), daemon=True)
+        proc = ctx.Process(target=serve, args=(dataset, synchronous, queue), daemon=True)
         proc.start()
         try:
             port = queue.get(timeout=60)
@@ -137,12 +164,17 @@ def main() -> None:
         )
         print(
             f"{len(lat_ms)} ratings by 5 concurrent raters in {wall:.2f} s "
-            f"({len(lat_ms) / wall:.0f} ratings/s), SQLite WAL synchronous=NORMAL"
+            f"({len(lat_ms) / wall:.0f} ratings/s), SQLite WAL synchronous={synchronous}"
         )
         p50, p95, p99 = np.percentile(lat_ms, [50, 95, 99])
         print(
             f"POST /rating latency: p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms, "
             f"max {lat_ms.max():.1f} ms (target p99 < 50 ms)"
+        )
+        c50, c99 = np.percentile(commit_ms, [50, 99])
+        print(
+            f"store commit alone (one process, no HTTP, {len(commit_ms)} ratings): "
+            f"p50 {c50:.2f} ms, p99 {c99:.2f} ms, max {commit_ms.max():.2f} ms"
         )
 
 

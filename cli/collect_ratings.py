@@ -92,6 +92,10 @@ def aggregation_options(command):
     return command
 
 
+MAX_PROBLEM_LINES = 50
+"""``import`` prints this many problems, then how many more there are."""
+
+
 def _simulated_mode(include: bool, exclude: bool) -> str:
     if include and exclude:
         raise click.UsageError("--include-simulated and --exclude-simulated exclude each other")
@@ -164,18 +168,29 @@ def collect_ratings() -> None:
     "--new-admin-token", is_flag=True, help="Replace the admin token (old link stops working)."
 )
 @click.option(
+    "--new-link",
+    "new_links",
+    multiple=True,
+    metavar="RATER",
+    help="Give RATER a new private link (the old one stops working); repeatable. Links are "
+    "shown only when made: the database keeps only their hash.",
+)
+@click.option(
     "--threads",
     default=8,
     show_default=True,
     type=click.IntRange(1, 64),
     help="Worker threads of the waitress server.",
 )
-def serve(dataset, db, scale, raters, host, port, seed, training, new_admin_token, threads) -> None:
+def serve(
+    dataset, db, scale, raters, host, port, seed, training, new_admin_token, new_links, threads
+) -> None:
     """Serve the rating web app (Flask + waitress) until Ctrl-C.
 
-    Prints one private link per rater; a rater's link opens only their own session, which
-    resumes where they stopped after a browser close or a server restart. The admin link
-    (printed once, when created) shows progress and the raw ratings.
+    Prints a private link for each new rater (and for each --new-link); a rater's link opens
+    only their own session, which resumes where they stopped after a browser close or a
+    server restart. Links are printed once, when made (only their hash is stored). The admin
+    link (also printed once) shows progress and the raw ratings.
 
     \b
     Examples:
@@ -183,23 +198,23 @@ def serve(dataset, db, scale, raters, host, port, seed, training, new_admin_toke
       petctiqa collect-ratings serve --dataset ds/ --raters raters.txt --port 9000
       petctiqa collect-ratings serve --dataset ds/ --raters r1,r2 --host 0.0.0.0  # LAN: warns
     """
-    import waitress
-
-    from petctiqa.ratings.study import open_study
+    from petctiqa.ratings.serving import create_server
+    from petctiqa.ratings.study import opened_study
     from petctiqa.ratings.web import bind_warning, create_app
 
-    study = open_study(dataset, db, scale, seed)
-    names = _rater_list(raters)
-    if names:
-        study.store.add_raters(names)
-    real = [r for r in study.store.raters() if not r.simulated]
-    if not real:
-        raise RatingError("no raters: pass --raters r1,r2,... (or a file with one ID per line)")
-    admin = None
-    if new_admin_token or not study.store.has_admin_token():
-        admin = study.store.new_admin_token()
-    app = create_app(dataset, study.store, study.scale, study.images, training)
-    server = waitress.create_server(app, host=host, port=port, threads=threads)
+    # a failure before serving leaves no new, empty database behind
+    with opened_study(dataset, db, scale, seed) as study:
+        names = _rater_list(raters)
+        made = {r.rater: r for r in study.store.add_raters(names) if r.token is not None}
+        made.update((name, study.store.new_rater_token(name)) for name in new_links)
+        real = [r for r in study.store.raters() if not r.simulated]
+        if not real:
+            raise RatingError("no raters: pass --raters r1,r2,... (or a file with one ID per line)")
+        admin = None
+        if new_admin_token or not study.store.has_admin_token():
+            admin = study.store.new_admin_token()
+        app = create_app(dataset, study.store, study.scale, study.images, training)
+        server = create_server(app, host=host, port=port, threads=threads)
     bound = f"http://{host if ':' not in host else '[' + host + ']'}:{server.effective_port}"
     warning = bind_warning(host)
     if warning:
@@ -207,7 +222,12 @@ def serve(dataset, db, scale, raters, host, port, seed, training, new_admin_toke
     click.echo(f"study: {len(study.images)} images, database {study.store.path}")
     for rater in real:
         prog = study.store.progress(rater.rater)
-        click.echo(f"  {rater.rater:<16} {bound}/r/{rater.token}   ({prog.done}/{prog.total} done)")
+        link = (
+            f"{bound}/r/{made[rater.rater].token}"
+            if rater.rater in made
+            else f"(link printed when made; --new-link {rater.rater} replaces it)"
+        )
+        click.echo(f"  {rater.rater:<16} {link}   ({prog.done}/{prog.total} done)")
     if admin is not None:
         click.echo(f"admin (shown once, keep it): {bound}/admin/{admin}")
     else:
@@ -242,18 +262,22 @@ def import_(dataset, db, scale, files, allow_missing) -> None:
       petctiqa collect-ratings import --dataset ds/ --allow-missing pilot_r1.csv
     """
     from petctiqa.ratings.sheets import import_sheets
-    from petctiqa.ratings.study import open_study
+    from petctiqa.ratings.study import opened_study
 
-    study = open_study(dataset, db, scale)
-    checks, count = import_sheets(study.store, list(files), study.images, allow_missing)
-    problems = [p for c in checks for p in c.problems]
-    for problem in problems:
-        click.echo(str(problem), err=True)
-    if problems:
-        bad = sum(1 for c in checks if c.problems)
-        raise RatingError(
-            f"{len(problems)} problem(s) in {bad} of {len(checks)} sheet(s); nothing imported"
-        )
+    with opened_study(dataset, db, scale) as study:
+        checks, count = import_sheets(study.store, list(files), study.images, allow_missing)
+        problems = [p for c in checks for p in c.problems]
+        for problem in problems[:MAX_PROBLEM_LINES]:
+            click.echo(str(problem), err=True)
+        if len(problems) > MAX_PROBLEM_LINES:
+            click.echo(
+                f"... and {len(problems) - MAX_PROBLEM_LINES} more problem(s) not shown", err=True
+            )
+        if problems:
+            bad = sum(1 for c in checks if c.problems)
+            raise RatingError(
+                f"{len(problems)} problem(s) in {bad} of {len(checks)} sheet(s); nothing imported"
+            )
     for c in checks:
         click.echo(f"{c.file}: rater {c.rater}: {len(c.ratings)} ratings")
     click.echo(f"imported {count} ratings into {study.store.path}")
@@ -300,11 +324,10 @@ def export(
     import warnings
 
     from petctiqa.ratings.sheets import export_study
-    from petctiqa.ratings.study import open_study
+    from petctiqa.ratings.study import opened_study
 
     mode = _simulated_mode(include_simulated, exclude_simulated)
-    study = open_study(dataset, db, scale)
-    with warnings.catch_warnings(record=True) as caught:
+    with opened_study(dataset, db, scale) as study, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         paths = export_study(
             study.store,

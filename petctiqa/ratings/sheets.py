@@ -73,26 +73,65 @@ class SheetCheck:
         return replace(self, problems=(*self.problems, SheetProblem(self.file, None, message)))
 
 
+_PLAIN_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_PLAIN_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
+
+
+class UncachedFormula(str):
+    """A formula cell saved without its computed value (the text is the formula); its value
+    is unknown, so it is reported rather than read as empty."""
+
+
+def _xlsx_cell_text(value: object) -> str:
+    """A cell's value as the text a CSV would hold (3.0 stored as a number reads as ``3``)."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _load_xlsx(path: Path, data_only: bool):  # noqa: ANN202 - openpyxl workbook
+    from openpyxl import load_workbook
+
+    try:
+        return load_workbook(path, read_only=True, data_only=data_only)
+    except Exception as exc:  # openpyxl raises many types for a bad file
+        raise RatingError(f"{path}: not a readable XLSX workbook ({exc})") from None
+
+
+def _uncached_formulas(path: Path, rows: list[tuple[int, list[str]]]) -> None:
+    """Mark, in place, the empty cells of ``rows`` that are formulas saved without a cached
+    value (a program that writes XLSX without computing it, e.g. openpyxl)."""
+    empty = {number: cells for number, cells in rows if "" in cells}
+    if not empty:
+        return
+    book = _load_xlsx(path, data_only=False)
+    for number, values in enumerate(book.worksheets[0].iter_rows(values_only=True), start=1):
+        cells = empty.get(number)
+        if cells is None:
+            continue
+        for i, value in enumerate(values[: len(cells)]):
+            if cells[i] == "" and isinstance(value, str) and value.startswith("="):
+                cells[i] = UncachedFormula(value)
+    book.close()
+
+
 def _read_sheet_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """Header and (line number, cells) rows of a CSV or XLSX sheet (first worksheet)."""
     suffix = path.suffix.lower()
     if suffix in (".xlsx", ".xlsm"):
-        from openpyxl import load_workbook
-
-        try:
-            book = load_workbook(path, read_only=True, data_only=True)
-        except Exception as exc:  # openpyxl raises many types for a bad file
-            raise RatingError(f"{path}: not a readable XLSX workbook ({exc})") from None
-        sheet = book.worksheets[0]
+        book = _load_xlsx(path, data_only=True)
         rows = []
         header: list[str] = []
-        for number, values in enumerate(sheet.iter_rows(values_only=True), start=1):
-            cells = ["" if v is None else str(v).strip() for v in values]
+        for number, values in enumerate(book.worksheets[0].iter_rows(values_only=True), start=1):
+            cells = [_xlsx_cell_text(v) for v in values]
             if number == 1:
                 header = [c.lower() for c in cells]
             elif any(cells):
                 rows.append((number, cells))
         book.close()
+        _uncached_formulas(path, rows)
         return header, rows
     if suffix in (".csv", ".txt"):
         try:
@@ -153,6 +192,18 @@ def check_sheet(
                     SheetProblem(name, line, f"rater {row_rater!r} differs from {sheet_rater!r}")
                 )
                 continue
+        formula = next((c for c in cells if isinstance(c, UncachedFormula)), None)
+        if formula is not None:
+            problems.append(
+                SheetProblem(
+                    name,
+                    line,
+                    f"cell {formula!r} is a formula without a cached value (the file was saved "
+                    "by a program that does not compute formulas; open and save it in a "
+                    "spreadsheet program, or paste the values)",
+                )
+            )
+            continue
         image = by_path.get(key) or by_id.get(key) or by_id.get(Path(key).stem)
         if not key:
             problems.append(SheetProblem(name, line, "image is empty"))
@@ -167,19 +218,22 @@ def check_sheet(
             continue
         seen[image] = line
         text = cells[score_col]
-        try:
-            value = float(text)
-        except ValueError:
-            problems.append(SheetProblem(name, line, f"score {text!r} is not a number"))
+        # plain ASCII digits only: float() would read '0_4' as 4 and an Arabic-Indic digit as 3
+        if not _PLAIN_INTEGER.fullmatch(text) and not _PLAIN_NUMBER.fullmatch(text):
+            problems.append(
+                SheetProblem(name, line, f"score {text!r} is not a number (digits 0-9)")
+            )
             continue
-        if not value.is_integer() or not scale_min <= value <= scale_max:
+        # (a long digit string is off the scale anyway; int() refuses > 4300 digits)
+        value = int(text) if _PLAIN_INTEGER.fullmatch(text) and len(text) < 20 else None
+        if value is None or not scale_min <= value <= scale_max:
             problems.append(
                 SheetProblem(
                     name, line, f"score {text!r} is not an integer {scale_min}..{scale_max}"
                 )
             )
             continue
-        ratings.append(Rating("", image, int(value), None, now, "import", False))
+        ratings.append(Rating("", image, value, None, now, "import", False))
     sheet_rater = sheet_rater or path.stem
     try:
         check_rater_id(sheet_rater)

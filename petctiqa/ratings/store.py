@@ -1,16 +1,21 @@
 """The ratings database: one SQLite file (WAL journal) per study.
 
-Every rating is committed in its own transaction the moment it is given, so killing the server
-at any point loses no answered rating (WAL + synchronous=NORMAL: the commit is in the OS before
-the answer is sent; ``synchronous="FULL"`` adds an fsync per rating against power loss). Tables:
+Every rating is committed in its own transaction before the call returns, and (WAL +
+``synchronous=FULL``, the default) fsynced: an acknowledged rating survives a killed server, an OS
+crash and a power loss. ``synchronous="NORMAL"`` skips the fsync (survives a killed process only).
+Tables:
 
 - ``meta`` (key, value): study seed, scale, admin-token hash, creation time.
 - ``images`` (image, image_id, slice_id, width, height): the study's images (relative paths).
-- ``raters`` (rater, token, simulated, training_done, created_at).
+- ``raters`` (rater, token_sha256, simulated, training_done, created_at): a rater's private token
+  is returned once, when it is made; only its SHA-256 is stored (databases made before that kept
+  the token itself and are migrated on open).
 - ``presentation`` (rater, position, image): each rater's stored order (0-based positions).
 - ``ratings`` (id, rater, image, score, position, rated_at, source, simulated), unique per
   (rater, image); ``source`` is ``web``, ``import`` or ``simulate``.
 - ``retracted``: ratings withdrawn by "undo", kept for the audit trail.
+- ``viewing`` (rater, image, rated_at, viewing): the rating page's JSON record of how each web
+  rating's image was viewed (zoom levels, time, magnifier), when the page sent one.
 - ``rater_progress`` (rater, done, next_position): per-rater count of ratings and first unrated
   position, kept exact by triggers on ``ratings`` so the web app's per-rating queries are O(1)
   however late in the study (rebuilt on open for databases created before it existed).
@@ -22,11 +27,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import numbers
 import secrets
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,7 +45,7 @@ CREATE TABLE IF NOT EXISTS images (
     image TEXT PRIMARY KEY, image_id TEXT NOT NULL, slice_id TEXT NOT NULL,
     width INTEGER, height INTEGER);
 CREATE TABLE IF NOT EXISTS raters (
-    rater TEXT PRIMARY KEY, token TEXT NOT NULL UNIQUE, simulated INTEGER NOT NULL DEFAULT 0,
+    rater TEXT PRIMARY KEY, token_sha256 TEXT NOT NULL UNIQUE, simulated INTEGER NOT NULL DEFAULT 0,
     training_done INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS presentation (
     rater TEXT NOT NULL REFERENCES raters(rater), position INTEGER NOT NULL,
@@ -56,6 +62,9 @@ CREATE TABLE IF NOT EXISTS retracted (
     retracted_at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS ratings_rater_time ON ratings(rater, rated_at);
 CREATE INDEX IF NOT EXISTS ratings_rater_source ON ratings(rater, source);
+CREATE TABLE IF NOT EXISTS viewing (
+    rater TEXT NOT NULL, image TEXT NOT NULL, rated_at TEXT NOT NULL, viewing TEXT NOT NULL,
+    PRIMARY KEY (rater, image, rated_at));
 CREATE TABLE IF NOT EXISTS rater_progress (
     rater TEXT PRIMARY KEY REFERENCES raters(rater), done INTEGER NOT NULL,
     next_position INTEGER);
@@ -113,8 +122,11 @@ class RatingRejected(RatingError):
 
 @dataclass(frozen=True)
 class Rater:
+    """``token`` is the private link token: known only where it was just made (or given by the
+    caller, as in :meth:`RatingStore.rater_by_token`); the database keeps its SHA-256 only."""
+
     rater: str
-    token: str
+    token: str | None
     simulated: bool
     training_done: bool
 
@@ -165,12 +177,12 @@ class RatingStore:
         path: str | Path,
         scale_min: int = 0,
         scale_max: int = 4,
-        synchronous: str = "NORMAL",
+        synchronous: str = "FULL",
     ) -> None:
-        """``synchronous``: SQLite's setting. ``NORMAL`` (default) in WAL mode makes every
-        commit reach the OS before the call returns, so a killed or crashed server loses
-        nothing; ``FULL`` also fsyncs each commit (survives power loss, ~5-10 ms per rating on
-        a VM disk)."""
+        """``synchronous``: SQLite's setting. ``FULL`` (default) fsyncs the WAL on every
+        commit, so a rating is on disk before it is acknowledged (survives power loss and OS
+        crashes; the latency cost is in docs/ratings.md). ``NORMAL`` only hands each commit
+        to the OS: a killed server loses nothing, a power loss can lose the last ratings."""
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
         self.synchronous = synchronous
@@ -184,6 +196,10 @@ class RatingStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as conn:
             conn.executescript(SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(raters)")}
+        if "token" in columns:
+            self._hash_plain_tokens()
+        with self._connect() as conn:
             stale = conn.execute(
                 "SELECT 1 FROM raters WHERE rater NOT IN (SELECT rater FROM rater_progress)"
             ).fetchone()
@@ -191,6 +207,23 @@ class RatingStore:
             with self._write_lock, self._connect() as conn:
                 conn.execute("BEGIN IMMEDIATE")
                 conn.execute(_FILL_PROGRESS)
+
+    def _hash_plain_tokens(self) -> None:
+        """Migrate a database made when rater tokens were stored in plain text: keep only each
+        token's SHA-256 (the links keep working). ``secure_delete`` zeroes the replaced text in
+        the file and the checkpoint removes it from the WAL."""
+        with self._write_lock, self._connect() as conn:
+            conn.execute("PRAGMA secure_delete=ON")
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ALTER TABLE raters RENAME COLUMN token TO token_sha256")
+            rows = conn.execute("SELECT rater, token_sha256 FROM raters").fetchall()
+            conn.executemany(
+                "UPDATE raters SET token_sha256 = ? WHERE rater = ?",
+                [(token_hash(token), rater) for rater, token in rows],
+            )
+        with self._connect() as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.execute("PRAGMA secure_delete=OFF")
 
     # ------------------------------------------------------------------ connections
 
@@ -343,8 +376,8 @@ class RatingStore:
     def _insert_rater(conn: _Tx, new: tuple[Rater, list[tuple[str, int, str]]]) -> None:
         rater, presentation = new
         conn.execute(
-            "INSERT INTO raters(rater, token, simulated, created_at) VALUES (?, ?, ?, ?)",
-            (rater.rater, rater.token, int(rater.simulated), utc_now()),
+            "INSERT INTO raters(rater, token_sha256, simulated, created_at) VALUES (?, ?, ?, ?)",
+            (rater.rater, token_hash(rater.token), int(rater.simulated), utc_now()),
         )
         conn.executemany(
             "INSERT INTO presentation(rater, position, image) VALUES (?, ?, ?)", presentation
@@ -355,27 +388,40 @@ class RatingStore:
         )
 
     def rater(self, rater: str) -> Rater | None:
+        """The rater (``token`` None: only its hash is stored), or None."""
         with self._connect() as conn:
             row = conn.execute(
-                "SELECT rater, token, simulated, training_done FROM raters WHERE rater = ?",
-                (rater,),
+                "SELECT rater, simulated, training_done FROM raters WHERE rater = ?", (rater,)
             ).fetchone()
-        return None if row is None else Rater(row[0], row[1], bool(row[2]), bool(row[3]))
+        return None if row is None else Rater(row[0], None, bool(row[1]), bool(row[2]))
 
     def rater_by_token(self, token: str) -> Rater | None:
+        """The rater whose token this is (looked up by its SHA-256), with ``token`` set."""
         with self._connect() as conn:
-            rows = conn.execute("SELECT rater, token, simulated, training_done FROM raters")
-            for row in rows:
-                if hmac.compare_digest(row[1].encode(), token.encode()):
-                    return Rater(row[0], row[1], bool(row[2]), bool(row[3]))
-        return None
+            row = conn.execute(
+                "SELECT rater, simulated, training_done FROM raters WHERE token_sha256 = ?",
+                (token_hash(token),),
+            ).fetchone()
+        return None if row is None else Rater(row[0], token, bool(row[1]), bool(row[2]))
+
+    def new_rater_token(self, rater: str) -> Rater:
+        """Give an existing rater a new private token (the old link stops working)."""
+        token = secrets.token_urlsafe(18)
+        with self._write_lock, self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            updated = conn.execute(
+                "UPDATE raters SET token_sha256 = ? WHERE rater = ?", (token_hash(token), rater)
+            ).rowcount
+        if not updated:
+            raise RatingError(f"{self.path}: no rater {rater!r} in this study")
+        return replace(self.rater(rater), token=token)
 
     def raters(self) -> list[Rater]:
         with self._connect() as conn:
             rows = conn.execute(
-                "SELECT rater, token, simulated, training_done FROM raters ORDER BY rater"
+                "SELECT rater, simulated, training_done FROM raters ORDER BY rater"
             ).fetchall()
-        return [Rater(r[0], r[1], bool(r[2]), bool(r[3])) for r in rows]
+        return [Rater(r[0], None, bool(r[1]), bool(r[2])) for r in rows]
 
     def set_training_done(self, rater: str) -> None:
         with self._connect() as conn:
@@ -424,8 +470,10 @@ class RatingStore:
         return Progress(rater, int(done), int(total), bool(simulated), last)
 
     def check_score(self, score: object) -> int:
-        if isinstance(score, bool) or not isinstance(score, int | float) or score != int(score):
-            raise RatingRejected(f"score must be an integer, got {score!r}", "invalid")
+        """The score as an int; only integers are accepted (not 2.0, NaN, 1e400 or True)."""
+        if isinstance(score, bool) or not isinstance(score, numbers.Integral):
+            shown = repr(score) if len(repr(score)) <= 40 else repr(score)[:40] + "..."
+            raise RatingRejected(f"score must be an integer, got {shown}", "invalid")
         value = int(score)
         if not self.scale_min <= value <= self.scale_max:
             raise RatingRejected(
@@ -434,8 +482,13 @@ class RatingStore:
             )
         return value
 
-    def record_web_rating(self, rater: str, image: str, position: int, score: object) -> Rating:
-        """Commit one rating given in the web app.
+    def record_web_rating(
+        self, rater: str, image: str, position: int, score: object, viewing: str | None = None
+    ) -> Rating:
+        """Commit one rating given in the web app (``viewing``: the page's JSON record of how
+        the image was viewed, kept in ``viewing`` by (rater, image, rated_at), which joins
+        ``ratings`` and, after an undo, ``retracted``; keyed so because SQLite reuses the id of a
+        deleted last row).
 
         The image must be the rater's current one (``position`` and ``image`` as served);
         otherwise :class:`RatingRejected` with kind ``unknown`` (not in the study),
@@ -473,6 +526,11 @@ class RatingStore:
                     "simulated) VALUES (?, ?, ?, ?, ?, 'web', 0)",
                     (rater, image, value, position, now),
                 )
+                if viewing is not None:
+                    conn.execute(
+                        "INSERT INTO viewing(rater, image, rated_at, viewing) VALUES (?, ?, ?, ?)",
+                        (rater, image, now, viewing),
+                    )
             except BaseException:
                 conn.rollback_quietly()
                 raise

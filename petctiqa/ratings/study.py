@@ -7,7 +7,8 @@ and records each image's natural size for the web page.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,8 @@ class Study:
     images: tuple[StudyImage, ...]
     scale: RatingScale
     seed: int
+    created: bool = False
+    """True when this call made the database (it did not exist before)."""
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -48,13 +51,17 @@ def open_study(
     scale: str | Path = DEFAULT_SCALE,
     seed: int | None = None,
     check_files: bool = True,
+    synchronous: str = "FULL",
 ) -> Study:
     """Open (creating on first use) the study of ``dataset``; the DB defaults to
-    ``<dataset>/ratings.sqlite``. ``seed`` fixes the presentation-order seed of a new study."""
+    ``<dataset>/ratings.sqlite``. ``seed`` fixes the presentation-order seed of a new study;
+    ``synchronous`` is :class:`RatingStore`'s (FULL: every rating fsynced before it returns)."""
     dataset = Path(dataset)
     images = read_study_images(dataset)
     rating_scale = load_rating_scale(scale)
-    store = RatingStore(db or dataset / DEFAULT_DB_NAME, rating_scale.min, rating_scale.max)
+    path = Path(db or dataset / DEFAULT_DB_NAME)
+    created = not path.exists()
+    store = RatingStore(path, rating_scale.min, rating_scale.max, synchronous)
     if store.meta("seed") is None:
         rows = []
         for im in images:
@@ -62,8 +69,39 @@ def open_study(
             rows.append((im.image, im.image_id, im.slice_id, width, height))
     else:
         rows = [(im.image, im.image_id, im.slice_id, None, None) for im in images]
-    study_seed = store.init_study(rows, seed, rating_scale.name)
-    return Study(dataset, store, images, rating_scale, study_seed)
+    try:
+        study_seed = store.init_study(rows, seed, rating_scale.name)
+    except BaseException:
+        if created:
+            remove_database(store)
+        raise
+    return Study(dataset, store, images, rating_scale, study_seed, created)
+
+
+def remove_database(store: RatingStore) -> None:
+    """Close ``store`` and delete its file with the WAL and shared-memory files."""
+    store.close()
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{store.path}{suffix}").unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def opened_study(
+    dataset: Path,
+    db: Path | None = None,
+    scale: str | Path = DEFAULT_SCALE,
+    seed: int | None = None,
+) -> Iterator[Study]:
+    """:func:`open_study` for one command: a database this call created is deleted again when
+    the block raises (a failed import, an export with nothing rated, a server without raters),
+    so a failed command leaves no empty ``ratings.sqlite`` behind."""
+    study = open_study(dataset, db, scale, seed)
+    try:
+        yield study
+    except BaseException:
+        if study.created:
+            remove_database(study.store)
+        raise
 
 
 def simulate_study(

@@ -4,7 +4,8 @@ Routes (``<token>`` is a rater's private token, ``<admin>`` the admin token):
 
 - ``GET  /r/<token>``                      the rating page (keys 0-4 rate, Backspace/U undo)
 - ``GET  /api/r/<token>/state``            progress, the current image, training block, scale
-- ``POST /api/r/<token>/rating``           ``{"image", "position", "score"}`` -> 201 / 400 / 404 / 409
+- ``POST /api/r/<token>/rating``           ``{"image", "position", "score"[, "viewing"]}`` -> 201 /
+  400 / 404 / 409 (``viewing``: optional JSON object, how the image was viewed; stored as is)
 - ``POST /api/r/<token>/undo``             withdraw the last rating -> 200 / 409
 - ``POST /api/r/<token>/training-done``    the training block was seen
 - ``GET  /r/<token>/image/<path>``         an image of the study (whitelisted paths only)
@@ -12,6 +13,10 @@ Routes (``<token>`` is a rater's private token, ``<admin>`` the admin token):
   ``/admin/<admin>/ratings_raw.csv``
 
 A rater token reaches only its own session; every error is JSON ``{"error": "..."}``.
+Every POST must come from the page's own origin (``Origin`` / ``Sec-Fetch-Site``) with an
+``application/json`` body of at most :data:`~petctiqa.ratings.serving.MAX_BODY_BYTES`; every
+response forbids framing and sets a Content-Security-Policy that allows only this server's own
+scripts, styles and images.
 """
 
 from __future__ import annotations
@@ -19,17 +24,60 @@ from __future__ import annotations
 import csv
 import io
 import ipaddress
+import json
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, abort, jsonify, render_template, request, send_file
+from werkzeug.exceptions import HTTPException
 
 from petctiqa.ratings.scale import RatingScale
+from petctiqa.ratings.serving import MAX_BODY_BYTES
 from petctiqa.ratings.store import Rater, RatingRejected, RatingStore
 from petctiqa.ratings.study_images import StudyImage
 from petctiqa.seeding import rng_for
 
+MAX_VIEWING_CHARS = 4096
+"""The page sends about 200 characters; the cap keeps a rogue client from bloating the study."""
 STATUS_OF = {"invalid": 400, "unknown": 404, "conflict": 409}
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+"""Only this server's own scripts, styles and images; no inline code; never in a frame."""
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def json_body() -> object:
+    """The request's JSON body, parsed strictly: 415 unless ``application/json``, 413 over
+    :data:`MAX_BODY_BYTES`, 400 for invalid JSON, NaN/Infinity or nesting too deep to parse."""
+    if request.mimetype != "application/json":
+        abort(415, description="send the body as application/json")
+    data = request.get_data(cache=False)  # 413 above MAX_CONTENT_LENGTH, before reading
+    try:
+        return json.loads(data, parse_constant=_reject_constant)
+    except RecursionError:
+        abort(400, description="body is not valid JSON (nested too deeply)")
+    except ValueError as exc:
+        abort(400, description=f"body is not valid JSON ({str(exc)[:120]})")
+
+
+def cross_origin_refusal() -> str | None:
+    """Why this state-changing request must be refused as cross-origin, or None.
+
+    Browsers send ``Sec-Fetch-Site`` and/or ``Origin`` with every POST; a request that has
+    neither comes from a non-browser client, which holds the link anyway."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in ("same-origin", "none"):
+        return f"cross-origin request refused (Sec-Fetch-Site: {site})"
+    origin = request.headers.get("Origin")
+    if origin is not None and (origin == "null" or urlsplit(origin).netloc != request.host):
+        return f"cross-origin request refused (Origin {origin[:100]!r} is not {request.host!r})"
+    return None
 
 
 def is_loopback(host: str) -> bool:
@@ -83,6 +131,7 @@ def create_app(
     """Build the Flask app for one study (``store`` must be initialised with ``images``)."""
     app = Flask(__name__)
     app.config["JSON_SORT_KEYS"] = False
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     root = Path(dataset).resolve()
     seed = int(store.meta("seed") or 0)
     sizes = {row[0]: (row[3], row[4]) for row in store.images()}
@@ -148,18 +197,29 @@ def create_app(
             else [],
         }
 
-    @app.errorhandler(400)
-    @app.errorhandler(404)
-    @app.errorhandler(405)
-    @app.errorhandler(409)
-    def json_error(err):  # noqa: ANN001 - werkzeug HTTPException
-        return jsonify(error=getattr(err, "description", str(err))), err.code
+    @app.errorhandler(HTTPException)
+    def json_error(err: HTTPException):
+        # every error, 500 included, is JSON (never an HTML page or a traceback)
+        return jsonify(error=err.description or str(err)), err.code
+
+    @app.before_request
+    def same_origin_state_changes():
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            refusal = cross_origin_refusal()
+            if refusal is not None:
+                abort(403, description=refusal)
+            if request.mimetype != "application/json":
+                # an HTML form cannot send JSON, and a cross-origin script needs a CORS
+                # preflight for it, which this server never grants
+                abort(415, description="send the body as application/json")
 
     @app.after_request
     def no_cache(resp: Response) -> Response:
         resp.headers["Cache-Control"] = "no-store"
         resp.headers["X-Content-Type-Options"] = "nosniff"
         resp.headers["Referrer-Policy"] = "no-referrer"
+        resp.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        resp.headers["X-Frame-Options"] = "DENY"
         return resp
 
     @app.get("/")
@@ -184,7 +244,7 @@ def create_app(
     @app.post("/api/r/<token>/rating")
     def api_rating(token: str):
         rater = rater_or_404(token)
-        body = request.get_json(silent=True)
+        body = json_body()
         if not isinstance(body, dict):
             abort(400, description="body must be JSON {image, position, score}")
         image, position, score = body.get("image"), body.get("position"), body.get("score")
@@ -194,8 +254,14 @@ def create_app(
             or not isinstance(position, int)
         ):
             abort(400, description="image must be a string and position an integer")
+        viewing = body.get("viewing")
+        if viewing is not None and not isinstance(viewing, dict):
+            abort(400, description="viewing must be a JSON object")
+        viewing_text = None if viewing is None else json.dumps(viewing, separators=(",", ":"))
+        if viewing_text is not None and len(viewing_text) > MAX_VIEWING_CHARS:
+            abort(400, description=f"viewing is longer than {MAX_VIEWING_CHARS} characters")
         try:
-            rating = store.record_web_rating(rater.rater, image, position, score)
+            rating = store.record_web_rating(rater.rater, image, position, score, viewing_text)
         except RatingRejected as exc:
             return jsonify(error=str(exc)), STATUS_OF[exc.kind]
         return jsonify(
@@ -223,7 +289,7 @@ def create_app(
     def api_training_done(token: str):
         rater = rater_or_404(token)
         store.set_training_done(rater.rater)
-        return jsonify(state=state(store.rater(rater.rater)))
+        return jsonify(state=state(rater_or_404(token)))
 
     @app.get("/r/<token>/image/<path:rel>")
     def image(token: str, rel: str):

@@ -184,7 +184,7 @@ def test_serve_warns_when_bound_to_a_non_loopback_address(tiny_dataset, monkeypa
         def run(self):  # returns at once instead of serving forever
             bound["ran"] = True
 
-    def fake_create_server(app, host, port, threads):
+    def fake_create_server(app, host, port, threads, **limits):
         bound.update(host=host, port=port)
         return FakeServer()
 

@@ -50,7 +50,7 @@ def test_ratings_are_committed_at_once_and_survive_a_restart(tiny_dataset):
     store.close()
     again = open_study(tiny_dataset)
     assert again.seed == 5
-    assert again.store.rater("alice").token == rater.token
+    assert again.store.rater_by_token(rater.token).rater == "alice"
     assert again.store.next_item("alice")[0] == 1
     assert again.store.progress("alice").done == 1
 
@@ -193,3 +193,55 @@ def test_next_item_and_progress_are_index_lookups(tiny_dataset):
     scans = [p for p in plans if p.startswith("SCAN") and "images" not in p]
     assert plans and not scans, plans
     assert any("ratings_rater_time" in p for p in plans)
+
+
+def _database_bytes(path) -> bytes:
+    return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+
+
+def test_rater_tokens_are_stored_only_as_hashes(tiny_dataset):
+    db = tiny_dataset / "ratings.sqlite"
+    study = open_study(tiny_dataset, seed=2)
+    alice, bob = study.store.add_raters(["alice", "bob"])
+    assert alice.token and study.store.rater_by_token(alice.token).rater == "alice"
+    assert study.store.rater_by_token(alice.token + "x") is None
+    assert study.store.rater("alice").token is None  # the store cannot tell it again
+    study.store.close()
+    data = _database_bytes(db)
+    assert alice.token.encode() not in data and bob.token.encode() not in data
+    # a new link replaces the old one
+    again = open_study(tiny_dataset)
+    fresh = again.store.new_rater_token("bob")
+    assert again.store.rater_by_token(bob.token) is None
+    assert again.store.rater_by_token(fresh.token).rater == "bob"
+
+
+def test_a_database_with_plain_text_tokens_is_migrated_and_its_links_still_work(tiny_dataset):
+    db = tiny_dataset / "ratings.sqlite"
+    study = open_study(tiny_dataset, seed=2)
+    study.store.add_raters(["alice"])
+    study.store.close()
+    # the layout of databases made before tokens were hashed
+    plain = "plain-token-of-alice-0123456789"
+    conn = sqlite3.connect(db)
+    conn.execute("ALTER TABLE raters RENAME COLUMN token_sha256 TO token")
+    conn.execute("UPDATE raters SET token = ? WHERE rater = 'alice'", (plain,))
+    conn.commit()
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    assert plain.encode() in _database_bytes(db)
+    again = open_study(tiny_dataset)
+    assert again.store.rater_by_token(plain).rater == "alice"
+    again.store.close()
+    assert plain.encode() not in _database_bytes(db)
+
+
+def test_ratings_are_fsynced_before_they_are_acknowledged(tiny_dataset):
+    store = open_study(tiny_dataset, seed=1).store
+    store.add_raters(["amy"])
+    pos, image = store.next_item("amy")
+    store.record_web_rating("amy", image, pos, 2)
+    with store._connect() as conn:
+        # 2 = FULL: in WAL mode every commit fsyncs the WAL before it returns
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

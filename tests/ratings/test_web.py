@@ -36,10 +36,13 @@ def test_state_rating_undo_and_json_errors(app_env):
     assert r.get_json()["state"]["done"] == 1
     r = client.post(url, json={"image": cur["image"], "position": cur["position"], "score": 2})
     assert r.status_code == 409 and "already rated" in r.get_json()["error"]
-    r = client.post(f"/api/r/{alice.token}/undo")
+    r = client.post(f"/api/r/{alice.token}/undo", json={})
     assert r.status_code == 200 and r.get_json()["state"]["current"]["image"] == cur["image"]
-    assert client.post(f"/api/r/{alice.token}/undo").status_code == 409
-    assert client.post(f"/api/r/{alice.token}/training-done").get_json()["state"]["training"] == []
+    assert client.post(f"/api/r/{alice.token}/undo", json={}).status_code == 409
+    assert (
+        client.post(f"/api/r/{alice.token}/training-done", json={}).get_json()["state"]["training"]
+        == []
+    )
 
 
 def test_a_token_reaches_only_its_own_session(app_env):
