@@ -65,3 +65,33 @@ def inside(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
     if resolved != resolved_root and resolved_root not in resolved.parents:
         raise UnsafePathError(f"{candidate}: resolves to {resolved}, outside {resolved_root}")
     return candidate
+
+
+def join_component(folder: str | os.PathLike[str], name: str) -> Path:
+    """``folder / name`` after checking (cheaply, without touching the disk) that ``name`` is one
+    plain component: not empty, ``.`` or ``..``, without a path separator or NUL.
+
+    With ``folder`` itself checked by :func:`inside` once, this keeps each file in it: the
+    atomic writer replaces a symlink found at ``name`` instead of writing through it."""
+    if name in ("", ".", "..") or "/" in name or "\\" in name or "\x00" in name:
+        raise UnsafePathError(f"{folder}: {name!r} is not a plain file name")
+    return Path(folder) / name
+
+
+def relative_inside(text: str, where: str) -> str:
+    """``text`` after checking that it is a relative ``/``-separated path that stays inside the
+    folder it is relative to (no absolute path, drive, ``..`` part, backslash or NUL), without
+    touching the disk; ``where`` names the text's origin in the error (file, line, column)."""
+    parts = text.split("/")
+    if (
+        not text
+        or text.startswith("/")
+        or "\\" in text
+        or "\x00" in text
+        or ":" in parts[0]
+        or any(part in ("", ".", "..") for part in parts)
+    ):
+        raise UnsafePathError(
+            f"{where}: {text!r} is not a relative path that stays inside its folder"
+        )
+    return text

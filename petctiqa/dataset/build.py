@@ -71,6 +71,7 @@ from petctiqa.pool import (
     watch_main_process,
 )
 from petctiqa.protocol import DatasetProtocol, RenderSettings
+from petctiqa.safe_paths import UnsafePathError, inside, join_component, safe_component
 from petctiqa.seeding import rng_for
 
 if TYPE_CHECKING:
@@ -197,7 +198,9 @@ def file_sha256(path: Path) -> str | None:
 
 
 def slice_id_for(patient_id: str, slice_number: int) -> str:
-    return f"{patient_id}_s{slice_number}"
+    """``<patient>_s<k>``, the patient ID made a safe file name (DICOM text never chooses a
+    path: see :mod:`petctiqa.safe_paths`); the stem of every file of that slice."""
+    return f"{safe_component(patient_id)}_s{slice_number}"
 
 
 def image_rel_path(image_id: str, image_format: str) -> str:
@@ -263,8 +266,8 @@ def prepare_patient(task: PatientTask) -> PatientPlan:
     for number, ct_index in enumerate(chosen, start=1):
         slice_id = slice_id_for(pair.patient_id, number)
         png = encode_png_rgb(render_slice(ct, pet, ct_index, task.render), "sub")
-        reference = f"references/{slice_id}.png"
-        target = task.out_dir / reference
+        reference = _reference_rel_path(slice_id)
+        target = _out_file(task.out_dir, reference)
         if file_sha256(target) != sha256_hex(png):
             atomic_write_bytes(target, png, durable=False)  # see distort_slice
         plans.append(
@@ -310,7 +313,7 @@ def distort_slice(task: SliceTask) -> SliceOutcome:
     from petctiqa.distort import decode_image, distort_image
 
     plan = task.plan
-    reference_bytes = (task.out_dir / plan.reference).read_bytes()
+    reference_bytes = _out_file(task.out_dir, plan.reference).read_bytes()
     if sha256_hex(reference_bytes) != plan.reference_sha256:
         raise DatasetError(
             f"{task.out_dir / plan.reference}: reference render changed during build"
@@ -329,7 +332,7 @@ def distort_slice(task: SliceTask) -> SliceOutcome:
         writes: list[Future] = []
         for spec in task.specs:
             image_id = f"{plan.slice_id}_{spec.code}"
-            path = task.out_dir / image_rel_path(image_id, task.image_format)
+            path = _out_file(task.out_dir, image_rel_path(image_id, task.image_format))
             on_disk = path.read_bytes() if path.is_file() else None
             verified = on_disk is not None and sha256_hex(on_disk) == expected.get(image_id)
             data = on_disk if verified else None
@@ -383,12 +386,37 @@ def distort_slice(task: SliceTask) -> SliceOutcome:
 # ----------------------------------------------------------------------------- state files
 
 
+OUTPUT_FOLDERS = ("images", "references", "sheets", STATE_DIR, f"{STATE_DIR}/patients",
+                  f"{STATE_DIR}/slices")  # fmt: skip
+"""Every folder the build writes files into (checked once to lie inside the output folder)."""
+
+
+def check_output_folders(out_dir: Path) -> None:
+    """Refuse output folders that resolve outside ``out_dir`` (a symlink to elsewhere): with
+    each file name checked by :func:`_out_file`, every file then stays inside ``out_dir``."""
+    for folder in OUTPUT_FOLDERS:
+        inside(out_dir, out_dir / folder)
+
+
+def _out_file(out_dir: Path, rel: str) -> Path:
+    """``out_dir / rel`` for ``rel`` = ``<one of OUTPUT_FOLDERS>/<plain file name>``; anything
+    else (a name with ``/`` or ``..``, from a damaged state file, say) is refused."""
+    folder, _, name = rel.rpartition("/")
+    if folder not in OUTPUT_FOLDERS:
+        raise UnsafePathError(f"{out_dir}: {rel!r} is not a file of the dataset's folders")
+    return join_component(out_dir / folder, name)
+
+
+def _reference_rel_path(slice_id: str) -> str:
+    return f"references/{slice_id}.png"
+
+
 def _patient_state_path(out_dir: Path, patient_id: str) -> Path:
-    return out_dir / STATE_DIR / "patients" / f"{patient_id}.json"
+    return _out_file(out_dir, f"{STATE_DIR}/patients/{safe_component(patient_id)}.json")
 
 
 def _slice_state_path(out_dir: Path, slice_id: str) -> Path:
-    return out_dir / STATE_DIR / "slices" / f"{slice_id}.json"
+    return _out_file(out_dir, f"{STATE_DIR}/slices/{slice_id}.json")
 
 
 def _reusable_patient_plan(out_dir: Path, pair: PetCtPair, k: int) -> PatientPlan | None:
@@ -407,10 +435,15 @@ def _reusable_patient_plan(out_dir: Path, pair: PetCtPair, k: int) -> PatientPla
         pair.ct.series_uid,
         pair.pet.series_uid,
     )
-    if not same_pair or len(plan.slices) != k:
+    if not same_pair or len(plan.slices) != k or plan.patient_id != pair.patient_id:
         return None
-    for item in plan.slices:
-        if file_sha256(out_dir / item.reference) != item.reference_sha256:
+    for number, item in enumerate(plan.slices, start=1):
+        # the names come from a file: accept only those this build would give
+        slice_id = slice_id_for(pair.patient_id, number)
+        wanted = (slice_id, number, _reference_rel_path(slice_id))
+        if (item.slice_id, item.slice_number, item.reference) != wanted:
+            return None
+        if file_sha256(_out_file(out_dir, item.reference)) != item.reference_sha256:
             return None
     return plan
 
@@ -827,6 +860,7 @@ def build_dataset(options: BuildOptions, log: Log | None = None) -> BuildSummary
         check_settings(out_dir, settings)
         check_source_series(out_dir, series)
         out_dir.mkdir(parents=True, exist_ok=True)
+        check_output_folders(out_dir)
         removed = remove_stale_temporaries(out_dir)
         if removed:
             noun = "file" if removed == 1 else "files"
