@@ -6,7 +6,15 @@ built-in plug-ins below register themselves on import. Modules that need heavy l
 for the dataset build's workers.
 """
 
-from petctiqa.distortions import gaussian, impulse, jpeg, shot  # noqa: F401  (register)
+from petctiqa.distortions import (  # noqa: F401  (importing a plug-in registers it)
+    ct_dose,
+    gaussian,
+    impulse,
+    jpeg,
+    misregistration,
+    pet_counts,
+    shot,
+)
 from petctiqa.distortions.registry import (
     DOMAINS,
     Distortion,
