@@ -93,7 +93,18 @@ class DistortionSpec:
 
 
 def distortion_grid(settings: DistortionSettings) -> list[DistortionSpec]:
-    """All level combinations (27 for 3 levels each), ordered by poisson, gaussian, jpeg level."""
+    """All level combinations (27 for 3 levels each), ordered by poisson, gaussian, jpeg level.
+
+    Only the classic grid (Poisson, Gaussian, JPEG, 3 levels each) is a grid of
+    :class:`DistortionSpec`; other ``[[distortions.axes]]`` are refused with a clear error.
+    """
+    if settings.axes is not None:
+        shown = ", ".join(f"{a.distortion} ({len(a.levels)} levels)" for a in settings.axes)
+        raise PetctiqaError(
+            f"this protocol's distortion axes ({shown}) are not the classic Poisson x Gaussian x "
+            "JPEG grid of 3 levels each, the only grid build-dataset makes so far; the axes "
+            "can be applied with petctiqa.distortions.pipeline"
+        )
     return [
         DistortionSpec(
             poisson_level=p,
