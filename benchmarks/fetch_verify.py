@@ -2,8 +2,8 @@
 
 Writes one full-size phantom study (512x512 CT, 128x128 PET) into a temporary folder, records it
 as fetch does, then times, per run over both series: the size check alone, the size + SHA-256
-check (what fetch does on every run), and the pydicom header read (which fetch also needs for
-the pairing facts). Files are read from the page cache (just written); a cold cache adds the
+check (what fetch does on every run), the header check fetch does after it (``petctiqa.dicom``'s
+index of each series folder), and, for scale, a pydicom header read of every file. Files are read from the page cache (just written); a cold cache adds the
 disk's read time to the hash check.
 
     .venv/bin/python benchmarks/fetch_verify.py [--repeats 5]
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pydicom
 
-from petctiqa.fetch_records import SeriesRecord, digest_file, record_problem
+from petctiqa.dicom.index import index_dicom_tree
+from petctiqa.fetch.records import SeriesRecord, digest_file, record_problem
 from petctiqa.phantom import write_phantom_study
 
 
@@ -49,6 +50,7 @@ def main() -> None:
             args.repeats, lambda: [record_problem(d, r, hashes=False) for d, r in records]
         )
         hashes = _best_of(args.repeats, lambda: [record_problem(d, r) for d, r in records])
+        indexed = _best_of(args.repeats, lambda: [index_dicom_tree(d) for d, _ in folders])
         headers = _best_of(
             args.repeats,
             lambda: [pydicom.dcmread(f, stop_before_pixels=True) for fs in series for f in fs],
@@ -56,6 +58,7 @@ def main() -> None:
     print(f"{n_files} files, {n_bytes / 1e6:.1f} MB (one PET/CT pair)")
     print(f"sizes only:     {sizes * 1e3:8.1f} ms")
     print(f"sizes + SHA-256:{hashes * 1e3:8.1f} ms  ({n_bytes / hashes / 1e6:.0f} MB/s)")
+    print(f"dicom index:    {indexed * 1e3:8.1f} ms")
     print(f"pydicom headers:{headers * 1e3:8.1f} ms")
 
 

@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
+
+from petctiqa.errors import FetchError
+
+
+@contextlib.contextmanager
+def _advice_on_flags() -> Iterator[None]:
+    """The library states the facts of an error; this adds what to do, in terms of flags."""
+    from petctiqa.fetch import FolderLocked, SeriesDownloadsFailed
+
+    try:
+        yield
+    except FolderLocked as exc:
+        raise FetchError(f"{exc}; wait for it to finish or use another --out") from None
+    except SeriesDownloadsFailed as exc:
+        raise FetchError(f"{exc}; run the same command again to resume") from None
 
 
 @click.command("fetch")
@@ -113,13 +130,14 @@ def fetch(
         if dry_run:
             click.echo("dry run: nothing downloaded (CT choices are verified after download)")
             return
-        report = execute_fetch(
-            client,
-            plan,
-            workers=workers,
-            progress=True,
-            log=lambda message: click.echo(message, err=True),
-        )
+        with _advice_on_flags():
+            report = execute_fetch(
+                client,
+                plan,
+                workers=workers,
+                progress=True,
+                log=lambda message: click.echo(message, err=True),
+            )
     click.echo(
         f"downloaded {report.downloaded_series} series "
         f"({report.downloaded_bytes / 1e6:.1f} MB), {report.reused_series} already complete; "

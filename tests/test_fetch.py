@@ -17,6 +17,7 @@ from petctiqa.errors import FetchError
 from petctiqa.fetch import (
     METADATA_COLUMNS,
     PARTIAL_DIR_NAME,
+    RECORDS_FILE_NAME,
     execute_fetch,
     format_study_date,
     pick_pet_series,
@@ -27,7 +28,6 @@ from petctiqa.fetch import (
     series_folder_name,
     study_folder_name,
 )
-from petctiqa.fetch_records import RECORDS_FILE_NAME
 from petctiqa.phantom import write_phantom_study
 from petctiqa.tcia_client import RemoteSeries, RetryPolicy, TciaClient, resolve_base_url
 from petctiqa_cli.main import cli
@@ -255,8 +255,12 @@ def test_base_url_option_env_and_default(monkeypatch):
 
 def test_patient_list_file(tmp_path):
     path = tmp_path / "patients.txt"
-    path.write_text("# wanted\nLung_Dx-A0002\n\nLung_Dx-A0001, adeno\nLung_Dx-A0002\n")
+    path.write_text("# wanted\nLung_Dx-A0002\n\nLung_Dx-A0001, adeno\n")
     assert read_patient_list(path) == ["Lung_Dx-A0002", "Lung_Dx-A0001"]
+    # one reader for fetch and build-dataset (petctiqa.patient_list): a repeat is an error
+    path.write_text("Lung_Dx-A0002\nLung_Dx-A0001\nLung_Dx-A0002  # again\n")
+    with pytest.raises(FetchError, match="'Lung_Dx-A0002' listed twice \\(lines 1 and 3\\)"):
+        read_patient_list(path)
     path.write_text("# none\n")
     with pytest.raises(FetchError, match="names no patient"):
         read_patient_list(path)
@@ -716,3 +720,20 @@ def test_cli_read_timeout_option_cuts_a_stalled_download_short(server, archive, 
     assert result.exit_code == 0, result.output
     assert time.monotonic() - started < server.stall_s
     assert server.image_requests().count(first.pet_series_uid) == 2
+
+
+def test_library_states_facts_and_the_cli_words_the_flags(server, archive, tmp_path):
+    second = archive.studies[1]
+    server.persistent_faults = {second.ct_series_uid: "missing"}
+    out = tmp_path / "lung"
+    with pytest.raises(FetchError) as excinfo:
+        _fetch(server, out, n=2)
+    assert "--" not in str(excinfo.value) and "run the same command" not in str(excinfo.value)
+    result = CliRunner().invoke(
+        cli,
+        ["fetch", "--patients", "2", "--out", str(out), "--retries", "1"]
+        + ["--base-url", server.base_url],
+    )
+    assert result.exit_code == 2
+    assert "1 series could not be downloaded" in result.output
+    assert result.output.rstrip().endswith("run the same command again to resume")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from petctiqa import patient_list
 from petctiqa.errors import DatasetError
 from petctiqa.seeding import rng_for
 
@@ -49,19 +50,12 @@ def best_pair_per_patient(pairs: Sequence[PetCtPair]) -> dict[str, PetCtPair]:
 
 
 def read_patient_list(path: Path) -> list[str]:
-    """Patient IDs from a text file: one per line, blank lines and ``#`` comments ignored."""
+    """Patient IDs from a patient-list file (:mod:`petctiqa.patient_list`), errors as
+    DatasetError."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot read patient list ({exc.strerror})") from None
-    ids = [line.split("#", 1)[0].strip() for line in lines]
-    ids = [i for i in ids if i]
-    if not ids:
-        raise DatasetError(f"{path}: patient list is empty")
-    duplicates = sorted({i for i in ids if ids.count(i) > 1})
-    if duplicates:
-        raise DatasetError(f"{path}: patient {duplicates[0]!r} listed twice")
-    return ids
+        return patient_list.read_patient_list(path)
+    except patient_list.PatientListError as exc:
+        raise DatasetError(str(exc)) from None
 
 
 def order_candidates(

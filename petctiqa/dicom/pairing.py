@@ -61,6 +61,28 @@ def z_overlap(pet: SeriesInfo, ct: SeriesInfo) -> tuple[float, float] | None:
     return (low, high)
 
 
+def pair_problem(pet: SeriesInfo, ct: SeriesInfo) -> str | None:
+    """Why ``ct`` is not a partner of ``pet`` under this module's rule (same patient, study and
+    non-empty FrameOfReferenceUID, overlapping slice ranges); None when it is. For callers that
+    hold one PET and one CT (``petctiqa fetch`` verifies a downloaded pair with it)."""
+    if (ct.patient_id, ct.study_uid) != (pet.patient_id, pet.study_uid):
+        return "CT and PET belong to different patients or studies"
+    if not pet.frame_of_reference_uid:
+        return "PET has no FrameOfReferenceUID"
+    if ct.frame_of_reference_uid != pet.frame_of_reference_uid:
+        return (
+            f"FrameOfReferenceUID {ct.frame_of_reference_uid} differs from the PET's "
+            f"{pet.frame_of_reference_uid}"
+        )
+    try:
+        overlap = z_overlap(pet, ct)
+    except DicomError as exc:
+        return str(exc)
+    if overlap is None:
+        return f"CT series '{ct.series_description}' does not overlap the PET range"
+    return None
+
+
 def _ct_candidates(index: DicomIndex, pet: SeriesInfo) -> list[SeriesInfo]:
     return [
         s

@@ -23,7 +23,7 @@ from pathlib import Path
 from petctiqa.atomic import atomic_write_text
 
 RECORDS_FILE_NAME = ".petctiqa-fetch-verified.json"
-"""Also known to ``dicom/index.py`` (FETCH_RECORD_NAME), which does not report it as a stray file."""
+"""Also named in ``dicom/index.py`` (FETCH_RECORD_NAME), which does not report it as a stray file."""
 _FORMAT_VERSION = 1
 _CHUNK_BYTES = 1 << 20
 
