@@ -737,3 +737,30 @@ def test_library_states_facts_and_the_cli_words_the_flags(server, archive, tmp_p
     assert result.exit_code == 2
     assert "1 series could not be downloaded" in result.output
     assert result.output.rstrip().endswith("run the same command again to resume")
+
+
+def test_real_tcia_series_fetch_verify_and_pair(shared_data, tmp_path):
+    """STS_001's cropped PET and CT (real GE headers, TCIA) through the whole fetch path: the
+    checks of petctiqa.dicom accept them, pair them, and a rerun re-uses them by their record."""
+    source = shared_data / "dicom" / "STS_001"
+    fake = FakeTcia(collection="Soft-tissue-Sarcoma")
+    pet_uid = fake.add_series(sorted((source / "PET_crop").glob("*.dcm")), series_number=2)
+    ct_uid = fake.add_series(sorted((source / "CT_crop").glob("*.dcm")), series_number=3)
+    fake.start()
+    try:
+        out = tmp_path / "sts"
+        with _client(fake) as client:
+            plan = plan_fetch(client, "Soft-tissue-Sarcoma", out, n_patients=1)
+            report = execute_fetch(client, plan)
+            assert [(p.pet.remote.series_uid, p.ct.remote.series_uid) for p in report.pairs] == [
+                (pet_uid, ct_uid)
+            ]
+            assert report.pairs[0].pet.info.n_slices == 59
+            assert _hashes(report.pairs[0].ct.files) == _hashes((source / "CT_crop").glob("*"))
+            fake.requests.clear()
+            again = execute_fetch(
+                client, plan_fetch(client, "Soft-tissue-Sarcoma", out, n_patients=1)
+            )
+        assert fake.image_requests() == [] and again.reused_series == 2
+    finally:
+        fake.stop()
