@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from petctiqa.dataset.sheets import (
@@ -174,3 +175,25 @@ def test_build_writes_a_crops_sheet_per_slice_and_restores_a_damaged_one(
     again = build_dataset(options)
     assert again.images_written == 0
     assert crops_path.read_bytes() == original
+
+
+@pytest.mark.parametrize("subsampling", [0, 1, 2])  # PIL: 4:4:4, 4:2:2, 4:2:0
+def test_crops_decode_only_the_rows_they_need_with_the_full_decode_s_pixels(subsampling):
+    """The crop's JPEG is decoded only down to an MCU row below the crop: same pixels."""
+    import cv2
+
+    from petctiqa.dataset.sheets import CROP_PX, crop_origin, crops_bgr
+
+    rng = np.random.default_rng(subsampling)
+    for width, height in ((512, 512), (500, 301)):
+        base = rng.integers(0, 256, (height // 8, width // 8, 3), dtype=np.uint8)
+        smooth = cv2.resize(base, (width, height), interpolation=cv2.INTER_CUBIC)
+        pixels = np.where(rng.random((height, width, 1)) < 0.01, 255, smooth).astype(np.uint8)
+        for quality in (100, 70, 40):
+            buffer = io.BytesIO()
+            Image.fromarray(pixels).save(buffer, "JPEG", quality=quality, subsampling=subsampling)
+            data = buffer.getvalue()
+            full = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            x, y = crop_origin(width, height)
+            (crop,) = crops_bgr([data])
+            np.testing.assert_array_equal(crop, full[y : y + CROP_PX, x : x + CROP_PX])
