@@ -72,7 +72,7 @@ def time_aggregate(repeat: int) -> None:
 def time_export(repeat: int) -> None:
     from conftest import write_tiny_dataset
 
-    from petctiqa.ratings.sheets import export_study
+    from petctiqa.ratings.export import export_study
     from petctiqa.ratings.study import open_study, simulate_study
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -6,6 +6,7 @@ Heavy imports (numpy, pandas, flask) happen inside the commands.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
@@ -96,10 +97,44 @@ MAX_PROBLEM_LINES = 50
 """``import`` prints this many problems, then how many more there are."""
 
 
-def _simulated_mode(include: bool, exclude: bool) -> str:
+def _aggregation_choices(given: dict):
+    """(AggregationOptions, simulated policy) from the options of :func:`aggregation_options`."""
+    from petctiqa.ratings.aggregate import AggregationOptions
+
+    include, exclude = given.pop("include_simulated"), given.pop("exclude_simulated")
     if include and exclude:
         raise click.UsageError("--include-simulated and --exclude-simulated exclude each other")
-    return "include" if include else "exclude" if exclude else "refuse"
+    mode = "include" if include else "exclude" if exclude else "refuse"
+    return AggregationOptions(**given), mode
+
+
+MIXED_ADVICE = (
+    "use --exclude-simulated for the real raters only, or --include-simulated to mix them on "
+    "purpose (every output is then labelled SIMULATED)"
+)
+
+
+@contextlib.contextmanager
+def _study_errors_in_cli_words():
+    """Re-word the library's study errors with the options that resolve them."""
+    from petctiqa.ratings.mixing import MixedRatersError
+    from petctiqa.ratings.store import StudyMismatch
+
+    try:
+        yield
+    except MixedRatersError as exc:
+        raise RatingError(f"{exc.fact}; {MIXED_ADVICE}") from None
+    except StudyMismatch as exc:
+        raise RatingError(f"{exc}; start a new study with another --db") from None
+
+
+@contextlib.contextmanager
+def _study(dataset, db, scale, seed=None):
+    """:func:`opened_study` (no new, empty database left by a failure), CLI-worded errors."""
+    from petctiqa.ratings.study import opened_study
+
+    with _study_errors_in_cli_words(), opened_study(dataset, db, scale, seed) as study:
+        yield study
 
 
 def _echo_warnings(caught) -> None:
@@ -107,7 +142,7 @@ def _echo_warnings(caught) -> None:
     import warnings
 
     from petctiqa.ratings.aggregate import MleConvergenceWarning
-    from petctiqa.ratings.sheets import StudyWarning
+    from petctiqa.ratings.export import StudyWarning
 
     for item in caught:
         if issubclass(item.category, MleConvergenceWarning | StudyWarning):
@@ -199,11 +234,10 @@ def serve(
       petctiqa collect-ratings serve --dataset ds/ --raters r1,r2 --host 0.0.0.0  # LAN: warns
     """
     from petctiqa.ratings.serving import create_server
-    from petctiqa.ratings.study import opened_study
     from petctiqa.ratings.web import bind_warning, create_app
 
     # a failure before serving leaves no new, empty database behind
-    with opened_study(dataset, db, scale, seed) as study:
+    with _study(dataset, db, scale, seed) as study:
         names = _rater_list(raters)
         made = {r.rater: r for r in study.store.add_raters(names) if r.token is not None}
         made.update((name, study.store.new_rater_token(name)) for name in new_links)
@@ -261,10 +295,9 @@ def import_(dataset, db, scale, files, allow_missing) -> None:
       petctiqa collect-ratings import --dataset ds/ r1.xlsx r2.xlsx r3.csv
       petctiqa collect-ratings import --dataset ds/ --allow-missing pilot_r1.csv
     """
-    from petctiqa.ratings.sheets import import_sheets
-    from petctiqa.ratings.study import opened_study
+    from petctiqa.ratings.sheet_import import import_sheets
 
-    with opened_study(dataset, db, scale) as study:
+    with _study(dataset, db, scale) as study:
         checks, count = import_sheets(study.store, list(files), study.images, allow_missing)
         problems = [p for c in checks for p in c.problems]
         for problem in problems[:MAX_PROBLEM_LINES]:
@@ -294,20 +327,7 @@ def import_(dataset, db, scale, files, allow_missing) -> None:
     help="Output folder [default: the dataset folder].",
 )
 @aggregation_options
-def export(
-    dataset,
-    db,
-    scale,
-    out,
-    ci,
-    screening,
-    zscore,
-    mle,
-    mle_method,
-    bt500_skip_unanimous,
-    include_simulated,
-    exclude_simulated,
-) -> None:
+def export(dataset, db, scale, out, **aggregation) -> None:
     """Write mos.csv, ratings_raw.csv, rater_report.csv, stimulus_mos.csv, agreement.json/png.
 
     mos.csv has one row per manifest image: image, mos, std, n, ci95_low, ci95_high, the
@@ -323,24 +343,13 @@ def export(
     """
     import warnings
 
-    from petctiqa.ratings.sheets import export_study
-    from petctiqa.ratings.study import opened_study
+    from petctiqa.ratings.export import export_study
 
-    mode = _simulated_mode(include_simulated, exclude_simulated)
-    with opened_study(dataset, db, scale) as study, warnings.catch_warnings(record=True) as caught:
+    options, mode = _aggregation_choices(aggregation)
+    with _study(dataset, db, scale) as study, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         paths = export_study(
-            study.store,
-            dataset,
-            study.images,
-            out or dataset,
-            ci=ci,
-            screening=screening,
-            zscore=zscore,
-            mle=mle,
-            mle_method=mle_method,
-            bt500_skip_unanimous=bt500_skip_unanimous,
-            simulated=mode,
+            study.store, dataset, study.images, out or dataset, options, simulated=mode
         )
     _echo_warnings(caught)
     if study.store.any_simulated() and mode != "exclude":
@@ -381,20 +390,7 @@ def export(
 )
 @aggregation_options
 def aggregate_cmd(
-    ratings_csv,
-    out,
-    scale_min,
-    scale_max,
-    ci,
-    screening,
-    zscore,
-    mle,
-    mle_method,
-    content_column,
-    content_pattern,
-    bt500_skip_unanimous,
-    include_simulated,
-    exclude_simulated,
+    ratings_csv, out, scale_min, scale_max, content_column, content_pattern, **aggregation
 ) -> None:
     """Aggregate any long CSV (stimulus, rater, score) without a dataset folder.
 
@@ -412,22 +408,16 @@ def aggregate_cmd(
     import warnings
 
     from petctiqa.ratings.aggregate import aggregate, check_scale
-    from petctiqa.ratings.sheets import read_long_ratings, write_aggregation
+    from petctiqa.ratings.export import write_aggregation
+    from petctiqa.ratings.long_csv import read_long_ratings
 
-    mode = _simulated_mode(include_simulated, exclude_simulated)
-    matrix, simulated = read_long_ratings(ratings_csv, content_column, content_pattern, mode)
+    options, mode = _aggregation_choices(aggregation)
+    with _study_errors_in_cli_words():
+        matrix, simulated = read_long_ratings(ratings_csv, content_column, content_pattern, mode)
     check_scale(matrix, scale_min, scale_max)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = aggregate(
-            matrix,
-            ci=ci,
-            screening=screening,
-            zscore=zscore,
-            mle=mle,
-            mle_method=mle_method,
-            bt500_skip_unanimous=bt500_skip_unanimous,
-        )
+        result = aggregate(matrix, options)
     _echo_warnings(caught)
     paths = write_aggregation(result, out, simulated if any(simulated.values()) else None)
     rejected = [r for r, x in zip(matrix.raters, result.bt500.rejected, strict=True) if x]
@@ -468,10 +458,10 @@ def simulate(dataset, db, scale, raters, seed) -> None:
       petctiqa collect-ratings simulate --dataset ds/ --raters 5
       petctiqa collect-ratings simulate --dataset ds/ --raters 5 --db pilot.sqlite --seed 7
     """
-    from petctiqa.ratings.study import open_study, simulate_study
+    from petctiqa.ratings.study import simulate_study
 
-    study = open_study(dataset, db, scale)
-    count = simulate_study(study, raters, seed)
+    with _study(dataset, db, scale) as study:
+        count = simulate_study(study, raters, seed)
     click.echo(f"stored {count} SIMULATED ratings from {raters} rater(s) in {study.store.path}")
 
 

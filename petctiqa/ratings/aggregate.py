@@ -21,7 +21,7 @@ checked against it:
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import stats
@@ -677,47 +677,57 @@ def krippendorff_alpha(scores: np.ndarray, level: str = "interval") -> float:
 # ----------------------------------------------------------------------------- everything
 
 
-def aggregate(
-    matrix: ScoreMatrix,
-    *,
-    ci: str = "t",
-    screening: bool = False,
-    zscore: bool = False,
-    mle: bool = True,
-    mle_method: str = "reml",
-    mle_min_variance: float = 0.01,
-    bt500_skip_unanimous: bool = False,
-) -> Aggregation:
-    """Run the full aggregation on one study.
+@dataclass(frozen=True)
+class AggregationOptions:
+    """The choices of :func:`aggregate` (``collect-ratings export`` and ``aggregate`` share them).
 
-    ``screening``: MOS/std/CI use only raters BT.500 keeps (the screening itself always runs and
-    is reported). ``zscore``: scores are z-scored per rater and mapped back onto the scale
-    (grand mean + mean rater std * z) before the MOS. ``mle``: also fit the MLE subject model on
-    the raw scores (noise variance floored at ``mle_min_variance``).
-    ``mle_method``: ``reml`` (default; well-posed with few raters) or ``ml`` (SUREAL's
-    estimator), see :func:`mle_subject_model`; a fit that is not trustworthy
-    (``converged`` False) raises an :class:`MleConvergenceWarning` naming the problems.
+    ``ci``: ``t`` (Student, default) or ``normal`` (SUREAL's). ``screening``: MOS/std/CI use
+    only raters BT.500 keeps (the screening itself always runs and is reported). ``zscore``:
+    scores are z-scored per rater and mapped back onto the scale (grand mean + mean rater std *
+    z) before the MOS. ``mle``: also fit the MLE subject model on the raw scores (noise variance
+    floored at ``mle_min_variance``). ``mle_method``: ``reml`` (default; well-posed with few
+    raters) or ``ml`` (SUREAL's estimator), see :func:`mle_subject_model`.
     ``bt500_skip_unanimous``: see :func:`bt500_screening` (default: exactly SUREAL).
-    Agreement (ICC, Krippendorff's alpha) is always on the raw scores.
     """
+
+    ci: str = "t"
+    screening: bool = False
+    zscore: bool = False
+    mle: bool = True
+    mle_method: str = "reml"
+    mle_min_variance: float = 0.01
+    bt500_skip_unanimous: bool = False
+
+
+def aggregate(
+    matrix: ScoreMatrix, options: AggregationOptions | None = None, **changes: object
+) -> Aggregation:
+    """Run the full aggregation on one study with :class:`AggregationOptions`; ``changes``
+    override single fields (``aggregate(matrix, ci="normal", mle=False)``).
+
+    A subject-model fit that is not trustworthy (``converged`` False) raises an
+    :class:`MleConvergenceWarning` naming the problems. Agreement (ICC, Krippendorff's alpha)
+    is always on the raw scores.
+    """
+    opt = replace(options or AggregationOptions(), **changes)
     raw = matrix.scores
-    bt = bt500_screening(raw, skip_unanimous=bt500_skip_unanimous)
+    bt = bt500_screening(raw, skip_unanimous=opt.bt500_skip_unanimous)
     kept = raw[:, ~bt.rejected]
-    bt_mos = mos_statistics(kept, ci=ci).mos
+    bt_mos = mos_statistics(kept, ci=opt.ci).mos
     work = raw
-    if zscore:
+    if opt.zscore:
         work = zscore_to_scale(zscore_scores(raw), raw)
-    if screening:
+    if opt.screening:
         work = work[:, ~bt.rejected]
-    stats_ = mos_statistics(work, ci=ci)
+    stats_ = mos_statistics(work, ci=opt.ci)
     model = None
-    if mle:
+    if opt.mle:
         model = mle_subject_model(
-            raw, matrix.content, method=mle_method, min_variance=mle_min_variance
+            raw, matrix.content, method=opt.mle_method, min_variance=opt.mle_min_variance
         )
         if not model.converged:
             warnings.warn(
-                f"MLE subject model ({mle_method}) is not reliable, do not use mle_quality: "
+                f"MLE subject model ({opt.mle_method}) is not reliable, do not use mle_quality: "
                 + "; ".join(model.problems),
                 MleConvergenceWarning,
                 stacklevel=2,
@@ -731,6 +741,6 @@ def aggregate(
         icc=icc(raw),
         alpha_interval=krippendorff_alpha(raw, "interval"),
         alpha_ordinal=krippendorff_alpha(raw, "ordinal"),
-        zscored=zscore,
-        screened=screening,
+        zscored=opt.zscore,
+        screened=opt.screening,
     )

@@ -1,4 +1,4 @@
-"""The rating web app (Flask; served by waitress from the CLI).
+"""The rating web app (Flask; served by :mod:`petctiqa.ratings.serving`).
 
 Routes (``<token>`` is a rater's private token, ``<admin>`` the admin token):
 
@@ -12,7 +12,9 @@ Routes (``<token>`` is a rater's private token, ``<admin>`` the admin token):
 - ``GET  /admin/<admin>``                  progress table; ``/admin/<admin>/progress.json``;
   ``/admin/<admin>/ratings_raw.csv``
 
-A rater token reaches only its own session; every error is JSON ``{"error": "..."}``.
+The rater routes are the blueprint in :mod:`~petctiqa.ratings.web_rater`, the admin routes the
+one in :mod:`~petctiqa.ratings.web_admin`; this module builds the app and what applies to every
+route. A rater token reaches only its own session; every error is JSON ``{"error": "..."}``.
 Every POST must come from the page's own origin (``Origin`` / ``Sec-Fetch-Site``) with an
 ``application/json`` body of at most :data:`~petctiqa.ratings.serving.MAX_BODY_BYTES`; every
 response forbids framing and sets a Content-Security-Policy that allows only this server's own
@@ -21,49 +23,30 @@ scripts, styles and images.
 
 from __future__ import annotations
 
-import csv
-import io
 import ipaddress
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, abort, jsonify, render_template, request, send_file
+from flask import Flask, Response, abort, jsonify, request
+from PIL import Image
 from werkzeug.exceptions import HTTPException
 
 from petctiqa.ratings.scale import RatingScale
 from petctiqa.ratings.serving import MAX_BODY_BYTES
-from petctiqa.ratings.store import Rater, RatingRejected, RatingStore
+from petctiqa.ratings.store import RatingStore
 from petctiqa.ratings.study_images import StudyImage
+from petctiqa.ratings.web_admin import admin_pages
+from petctiqa.ratings.web_context import EXTENSION_KEY, StudyContext
+from petctiqa.ratings.web_rater import MAX_VIEWING_CHARS, rater_pages
 from petctiqa.seeding import rng_for
 
-MAX_VIEWING_CHARS = 4096
-"""The page sends about 200 characters; the cap keeps a rogue client from bloating the study."""
-STATUS_OF = {"invalid": 400, "unknown": 404, "conflict": 409}
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 """Only this server's own scripts, styles and images; no inline code; never in a frame."""
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a number JSON allows")
-
-
-def json_body() -> object:
-    """The request's JSON body, parsed strictly: 415 unless ``application/json``, 413 over
-    :data:`MAX_BODY_BYTES`, 400 for invalid JSON, NaN/Infinity or nesting too deep to parse."""
-    if request.mimetype != "application/json":
-        abort(415, description="send the body as application/json")
-    data = request.get_data(cache=False)  # 413 above MAX_CONTENT_LENGTH, before reading
-    try:
-        return json.loads(data, parse_constant=_reject_constant)
-    except RecursionError:
-        abort(400, description="body is not valid JSON (nested too deeply)")
-    except ValueError as exc:
-        abort(400, description=f"body is not valid JSON ({str(exc)[:120]})")
+__all__ = ["MAX_VIEWING_CHARS", "bind_warning", "create_app", "is_loopback", "training_anchors"]
 
 
 def cross_origin_refusal() -> str | None:
@@ -121,6 +104,59 @@ def training_anchors(images: Sequence[StudyImage], seed: int, slices: int) -> li
     return anchors
 
 
+def _image_size(path: Path) -> tuple[int | None, int | None]:
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except OSError:
+        return (None, None)
+
+
+def study_context_for(
+    dataset: Path,
+    store: RatingStore,
+    scale: RatingScale,
+    images: Sequence[StudyImage],
+    training: bool | None = None,
+) -> StudyContext:
+    """The :class:`StudyContext` of one study (training: the scale's setting unless given)."""
+    root = Path(dataset).resolve()
+    sizes = {row[0]: (row[3], row[4]) for row in store.images()}
+    anchors = []
+    if scale.training if training is None else training:
+        seed = int(store.meta("seed") or 0)
+        for rel, caption in training_anchors(images, seed, scale.training_slices):
+            size = sizes[rel] if rel in sizes else _image_size(root / rel)
+            anchors.append((rel, caption, *size))
+    served = frozenset(sizes) | {a[0] for a in anchors}
+    return StudyContext(root, store, scale, sizes, tuple(anchors), served)
+
+
+def _json_error(err: HTTPException):
+    # every error, 500 included, is JSON (never an HTML page or a traceback)
+    return jsonify(error=err.description or str(err)), err.code
+
+
+def _same_origin_state_changes() -> None:
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        refusal = cross_origin_refusal()
+        if refusal is not None:
+            abort(403, description=refusal)
+        if request.mimetype != "application/json":
+            # an HTML form cannot send JSON, and a cross-origin script needs a CORS
+            # preflight for it, which this server never grants
+            abort(415, description="send the body as application/json")
+
+
+def _security_headers(resp: Response) -> Response:
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    resp.headers["Referrer-Policy"] = "no-referrer"
+    resp.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    resp.headers["X-Frame-Options"] = "DENY"
+    return resp
+
+
 def create_app(
     dataset: Path,
     store: RatingStore,
@@ -132,222 +168,13 @@ def create_app(
     app = Flask(__name__)
     app.config["JSON_SORT_KEYS"] = False
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    root = Path(dataset).resolve()
-    seed = int(store.meta("seed") or 0)
-    sizes = {row[0]: (row[3], row[4]) for row in store.images()}
-    use_training = scale.training if training is None else training
-    anchors = training_anchors(images, seed, scale.training_slices) if use_training else []
-    served = set(sizes) | {a[0] for a in anchors}
-
-    def rater_or_404(token: str) -> Rater:
-        rater = store.rater_by_token(token)
-        if rater is None or rater.simulated:
-            abort(404, description="unknown rater link")
-        return rater
-
-    def admin_or_404(token: str) -> None:
-        if not store.check_admin(token):
-            abort(404, description="unknown admin link")
-
-    def image_url(token: str, rel: str) -> str:
-        return f"/r/{token}/image/{rel}"
-
-    def anchor_size(rel: str) -> tuple[int | None, int | None]:
-        if rel in sizes:
-            return sizes[rel]
-        try:
-            from PIL import Image
-
-            with Image.open(root / rel) as im:
-                return im.size
-        except OSError:
-            return (None, None)
-
-    def state(rater: Rater) -> dict:
-        prog = store.progress(rater.rater)
-        nxt = store.next_item(rater.rater)
-        current = None
-        if nxt is not None:
-            width, height = sizes.get(nxt[1], (None, None))
-            current = {
-                "position": nxt[0],
-                "image": nxt[1],
-                "url": image_url(rater.token, nxt[1]),
-                "width": width,
-                "height": height,
-            }
-        show_training = bool(anchors) and not rater.training_done and prog.done == 0
-        return {
-            "rater": rater.rater,
-            "done": prog.done,
-            "total": prog.total,
-            "current": current,
-            "can_undo": prog.done > 0,
-            "break_every": scale.break_every,
-            "training": [
-                {
-                    "url": image_url(rater.token, rel),
-                    "caption": caption,
-                    "width": anchor_size(rel)[0],
-                    "height": anchor_size(rel)[1],
-                }
-                for rel, caption in anchors
-            ]
-            if show_training
-            else [],
-        }
-
-    @app.errorhandler(HTTPException)
-    def json_error(err: HTTPException):
-        # every error, 500 included, is JSON (never an HTML page or a traceback)
-        return jsonify(error=err.description or str(err)), err.code
-
-    @app.before_request
-    def same_origin_state_changes():
-        if request.method not in ("GET", "HEAD", "OPTIONS"):
-            refusal = cross_origin_refusal()
-            if refusal is not None:
-                abort(403, description=refusal)
-            if request.mimetype != "application/json":
-                # an HTML form cannot send JSON, and a cross-origin script needs a CORS
-                # preflight for it, which this server never grants
-                abort(415, description="send the body as application/json")
-
-    @app.after_request
-    def no_cache(resp: Response) -> Response:
-        resp.headers["Cache-Control"] = "no-store"
-        resp.headers["X-Content-Type-Options"] = "nosniff"
-        resp.headers["Referrer-Policy"] = "no-referrer"
-        resp.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-        resp.headers["X-Frame-Options"] = "DENY"
-        return resp
-
-    @app.get("/")
-    def index():
-        return jsonify(message="petctiqa reader study: open your private rater link")
-
-    @app.get("/r/<token>")
-    def rate_page(token: str):
-        rater = rater_or_404(token)
-        return render_template(
-            "rate.html",
-            token=rater.token,
-            rater=rater.rater,
-            scale=scale,
-            labels=list(enumerate(scale.labels, start=scale.min)),
-        )
-
-    @app.get("/api/r/<token>/state")
-    def api_state(token: str):
-        return jsonify(state(rater_or_404(token)))
-
-    @app.post("/api/r/<token>/rating")
-    def api_rating(token: str):
-        rater = rater_or_404(token)
-        body = json_body()
-        if not isinstance(body, dict):
-            abort(400, description="body must be JSON {image, position, score}")
-        image, position, score = body.get("image"), body.get("position"), body.get("score")
-        if (
-            not isinstance(image, str)
-            or isinstance(position, bool)
-            or not isinstance(position, int)
-        ):
-            abort(400, description="image must be a string and position an integer")
-        viewing = body.get("viewing")
-        if viewing is not None and not isinstance(viewing, dict):
-            abort(400, description="viewing must be a JSON object")
-        viewing_text = None if viewing is None else json.dumps(viewing, separators=(",", ":"))
-        if viewing_text is not None and len(viewing_text) > MAX_VIEWING_CHARS:
-            abort(400, description=f"viewing is longer than {MAX_VIEWING_CHARS} characters")
-        try:
-            rating = store.record_web_rating(rater.rater, image, position, score, viewing_text)
-        except RatingRejected as exc:
-            return jsonify(error=str(exc)), STATUS_OF[exc.kind]
-        return jsonify(
-            saved={
-                "image": rating.image,
-                "score": rating.score,
-                "position": rating.position,
-                "rated_at": rating.rated_at,
-            },
-            state=state(rater),
-        ), 201
-
-    @app.post("/api/r/<token>/undo")
-    def api_undo(token: str):
-        rater = rater_or_404(token)
-        undone = store.undo_last(rater.rater)
-        if undone is None:
-            return jsonify(error="nothing to undo"), 409
-        return jsonify(
-            undone={"image": undone.image, "score": undone.score, "position": undone.position},
-            state=state(rater),
-        )
-
-    @app.post("/api/r/<token>/training-done")
-    def api_training_done(token: str):
-        rater = rater_or_404(token)
-        store.set_training_done(rater.rater)
-        return jsonify(state=state(rater_or_404(token)))
-
-    @app.get("/r/<token>/image/<path:rel>")
-    def image(token: str, rel: str):
-        rater_or_404(token)
-        # whitelist first: only paths the study lists are ever looked up on disk
-        if rel not in served:
-            abort(404, description="no such image in this study")
-        path = (root / rel).resolve()
-        if not path.is_relative_to(root) or not path.is_file():
-            abort(404, description="no such image in this study")
-        return send_file(path, max_age=0)
-
-    @app.get("/admin/<token>")
-    def admin_page(token: str):
-        admin_or_404(token)
-        return render_template("admin.html", rows=store.all_progress(), token=token)
-
-    @app.get("/admin/<token>/progress.json")
-    def admin_progress(token: str):
-        admin_or_404(token)
-        return jsonify(
-            raters=[
-                {
-                    "rater": p.rater,
-                    "done": p.done,
-                    "total": p.total,
-                    "simulated": p.simulated,
-                    "last_rated_at": p.last_rated_at,
-                }
-                for p in store.all_progress()
-            ]
-        )
-
-    @app.get("/admin/<token>/ratings_raw.csv")
-    def admin_raw(token: str):
-        admin_or_404(token)
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        ratings = store.ratings()
-        if any(r.simulated for r in ratings):
-            buffer.write("# SIMULATED ratings: this study contains simulated raters\n")
-        writer.writerow(["image", "rater", "score", "position", "rated_at", "source", "simulated"])
-        for r in ratings:
-            writer.writerow(
-                [
-                    r.image,
-                    r.rater,
-                    r.score,
-                    r.position,
-                    r.rated_at,
-                    r.source,
-                    str(r.simulated).lower(),
-                ]
-            )
-        return Response(
-            buffer.getvalue(),
-            mimetype="text/csv",
-            headers={"Content-Disposition": "attachment; filename=ratings_raw.csv"},
-        )
-
+    app.extensions[EXTENSION_KEY] = study_context_for(dataset, store, scale, images, training)
+    app.register_error_handler(HTTPException, _json_error)
+    app.before_request(_same_origin_state_changes)
+    app.after_request(_security_headers)
+    app.add_url_rule(
+        "/", "index", lambda: jsonify(message="petctiqa reader study: open your private rater link")
+    )
+    app.register_blueprint(rater_pages)
+    app.register_blueprint(admin_pages)
     return app

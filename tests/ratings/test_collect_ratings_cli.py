@@ -11,7 +11,7 @@ import click
 import pandas as pd
 from click.testing import CliRunner
 
-from petctiqa.ratings.sheets import SIMULATED_BANNER
+from petctiqa.ratings.mixing import SIMULATED_BANNER
 from petctiqa_cli.main import cli
 
 

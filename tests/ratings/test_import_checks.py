@@ -10,7 +10,7 @@ import pandas as pd
 from click.testing import CliRunner
 from openpyxl import Workbook
 
-from petctiqa.ratings.sheets import check_sheet
+from petctiqa.ratings.sheet_import import check_sheet
 from petctiqa.ratings.study_images import read_study_images
 from petctiqa_cli.main import cli
 

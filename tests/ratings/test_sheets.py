@@ -11,13 +11,11 @@ import pytest
 from openpyxl import Workbook
 
 from petctiqa.errors import RatingError
-from petctiqa.ratings.sheets import (
-    SIMULATED_BANNER,
-    SIMULATED_FIGURE_TITLE,
-    StudyWarning,
-    export_study,
-    import_sheets,
-)
+from petctiqa.ratings.aggregate import AggregationOptions
+from petctiqa.ratings.export import StudyWarning, export_study
+from petctiqa.ratings.figures import SIMULATED_FIGURE_TITLE
+from petctiqa.ratings.mixing import SIMULATED_BANNER
+from petctiqa.ratings.sheet_import import import_sheets
 from petctiqa.ratings.study import open_study, simulate_study
 from tests.ratings.conftest import write_tiny_dataset
 
@@ -126,7 +124,9 @@ def test_export_of_a_real_study_has_no_simulation_banner(tiny_dataset, tmp_path)
     sheets = [write_csv(tmp_path / f"r{k}.csv", full_sheet(study.images, k)) for k in range(3)]
     import_sheets(study.store, sheets, study.images)
     out = tmp_path / "out"
-    export_study(study.store, tiny_dataset, study.images, out, ci="normal", figure=True)
+    export_study(
+        study.store, tiny_dataset, study.images, out, AggregationOptions(ci="normal"), figure=True
+    )
     assert not (out / "mos.csv").read_text().startswith("#")
     mos = pd.read_csv(out / "mos.csv")
     assert not mos.simulated.any() and (mos.n == 3).all()
@@ -179,7 +179,9 @@ def test_export_of_a_partly_rated_study_warns_how_many_images_have_no_ratings(
     sheets = [write_csv(tmp_path / f"r{k}.csv", rows) for k in range(3)]
     import_sheets(study.store, sheets, study.images, allow_missing=True)
     with pytest.warns(StudyWarning, match="^8 of 108 images have no ratings yet"):
-        export_study(study.store, tiny_dataset, study.images, tmp_path / "o", mle=False)
+        export_study(
+            study.store, tiny_dataset, study.images, tmp_path / "o", AggregationOptions(mle=False)
+        )
     mos = pd.read_csv(tmp_path / "o" / "mos.csv")
     assert (mos.n == 0).sum() == 8 and mos.loc[mos.n == 0, "mos"].isna().all()
 
@@ -208,7 +210,9 @@ def test_agreement_figure_of_a_simulated_study_is_titled_simulated(tiny_dataset,
 
     study = open_study(tiny_dataset)
     simulate_study(study, 3, seed=0)
-    export_study(study.store, tiny_dataset, study.images, tmp_path / "sim", mle=False)
+    export_study(
+        study.store, tiny_dataset, study.images, tmp_path / "sim", AggregationOptions(mle=False)
+    )
     with Image.open(tmp_path / "sim" / "agreement.png") as im:
         assert im.text["Title"] == SIMULATED_FIGURE_TITLE
     # a real study's figure is not
@@ -216,7 +220,9 @@ def test_agreement_figure_of_a_simulated_study_is_titled_simulated(tiny_dataset,
     study = open_study(real)
     sheets = [write_csv(tmp_path / f"r{k}.csv", full_sheet(study.images, k)) for k in range(3)]
     import_sheets(study.store, sheets, study.images)
-    export_study(study.store, real, study.images, tmp_path / "real_out", mle=False)
+    export_study(
+        study.store, real, study.images, tmp_path / "real_out", AggregationOptions(mle=False)
+    )
     with Image.open(tmp_path / "real_out" / "agreement.png") as im:
         assert "SIMULATED" not in im.text["Title"]
 
