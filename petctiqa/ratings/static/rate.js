@@ -1,6 +1,8 @@
-// Reader-study client: keys 0-4 rate, Backspace/U undo, Enter continues training/break screens.
-// Every answer is sent to the server at once; the page always renders the server's state, so a
-// reload or a server restart resumes exactly where the rater stopped.
+// Reader-study client: keys 0-4 rate, Backspace/U undo, Enter continues training/break screens;
+// + - O F M and the arrows drive the image viewer (viewer.js). Every answer is sent to the
+// server at once, with how the image was viewed; the page always renders the server's state, so
+// a reload or a server restart resumes exactly where the rater stopped. Training examples are
+// shown in the same viewer as rated images (nothing laid over them), only a caption bar above.
 "use strict";
 (function () {
   const body = document.body;
@@ -15,6 +17,14 @@
   const message = document.getElementById("message");
   const training = document.getElementById("training");
   const trainingCaption = document.getElementById("training-caption");
+  const scaleBar = document.getElementById("scale");
+  const viewer = window.PetctiqaViewer.create({
+    img: img,
+    viewport: document.getElementById("viewport"),
+    lens: document.getElementById("lens"),
+    label: document.getElementById("zoom-level"),
+    lensButton: document.getElementById("magnifier"),
+  });
   const breakBox = document.getElementById("break");
   const doneBox = document.getElementById("done");
 
@@ -34,14 +44,6 @@
     body.dataset.ready = ready ? "1" : "0";
   }
 
-  // One image pixel = one device pixel: CSS size = pixel size / devicePixelRatio, so neither a
-  // HiDPI screen nor browser zoom resamples the distortion the rater must judge.
-  function sizeToDevicePixels(width, height) {
-    const ratio = window.devicePixelRatio || 1;
-    img.style.width = width ? (width / ratio) + "px" : "";
-    img.style.height = height ? (height / ratio) + "px" : "";
-  }
-
   function showImage(url, width, height) {
     img.hidden = false;
     if (url === shownUrl && imageReady) return;  // already on screen
@@ -50,13 +52,13 @@
     img.removeAttribute("src");
     img.removeAttribute("width");
     img.removeAttribute("height");
-    sizeToDevicePixels(width, height);
+    viewer.prepare(width, height);
     img.src = url;
   }
 
   img.addEventListener("load", function () {
     if (img.getAttribute("src") !== shownUrl) return;  // a stale image
-    sizeToDevicePixels(img.naturalWidth, img.naturalHeight);
+    viewer.shown(trainingIndex < 0);
     setReady(true);
     if (message.textContent === WAIT_MESSAGE) message.textContent = "";
   });
@@ -69,7 +71,7 @@
     // zoom or a move to another screen changes devicePixelRatio: keep 1:1 device pixels
     const query = window.matchMedia("(resolution: " + (window.devicePixelRatio || 1) + "dppx)");
     query.addEventListener("change", function () {
-      if (img.naturalWidth) sizeToDevicePixels(img.naturalWidth, img.naturalHeight);
+      viewer.refresh();
       watchPixelRatio();
     }, { once: true });
   }
@@ -83,12 +85,16 @@
     if (trainingIndex >= 0) {
       const item = state.training[trainingIndex];
       training.hidden = false;
-      trainingCaption.textContent = item.caption + "  (" + (trainingIndex + 1) + " / " + state.training.length + ")";
+      scaleBar.hidden = true;
+      body.dataset.training = "1";
+      trainingCaption.textContent = "Example " + (trainingIndex + 1) + " / " + state.training.length + ": " + item.caption;
       showImage(item.url, item.width, item.height);
       img.dataset.image = "";
       return;
     }
     training.hidden = true;
+    scaleBar.hidden = false;
+    body.dataset.training = "0";
     if (state.current === null) {
       img.hidden = true;
       shownUrl = null;
@@ -129,7 +135,8 @@
     busy = true;
     try {
       const data = await call("POST", "/rating", {
-        image: state.current.image, position: state.current.position, score: score });
+        image: state.current.image, position: state.current.position, score: score,
+        viewing: viewer.viewing() });
       state = data.state;
       message.textContent = "";
       const every = state.break_every;
@@ -178,29 +185,57 @@
     breakBox.hidden = true;
   }
 
+  // A key that does nothing says so (a rater pressing 5 on a 0-4 scale must not think it counted).
+  let flashTimer = null;
+  function refuse(text) {
+    message.textContent = text;
+    body.dataset.refused = String(Number(body.dataset.refused || 0) + 1);
+    scaleBar.classList.remove("flash");
+    void scaleBar.offsetWidth;  // restart the CSS animation
+    scaleBar.classList.add("flash");
+    clearTimeout(flashTimer);
+    flashTimer = setTimeout(function () { scaleBar.classList.remove("flash"); }, 800);
+  }
+  const SCALE_TEXT = "scores are " + scoreMin + "-" + scoreMax;
+  const KEY_HELP = SCALE_TEXT + "; view: + - O (1:1) F (fit) M (magnifier), arrows; undo: Backspace";
+
   document.addEventListener("keydown", function (event) {
     if (event.ctrlKey || event.altKey || event.metaKey) return;
     const key = event.key;
     if (trainingIndex >= 0) {
-      if (key === "Enter" || key === " " || key === "ArrowRight") { event.preventDefault(); nextTraining(); }
+      if (key === "Enter" || key === " ") { event.preventDefault(); nextTraining(); return; }
+    } else if (onBreak) {
+      if (key === "Enter" || key === " ") { event.preventDefault(); endBreak(); return; }
+      if (key.length === 1) refuse("Break: press Enter to continue.");
       return;
     }
-    if (onBreak) {
-      if (key === "Enter" || key === " ") { event.preventDefault(); endBreak(); }
+    if (viewer.handleKey(event)) { event.preventDefault(); return; }
+    if (trainingIndex >= 0) {
+      if (key.length === 1) refuse("Training examples are not rated: press Enter for the next one.");
       return;
     }
     if (/^[0-9]$/.test(key)) {
       const score = Number(key);
-      if (score >= scoreMin && score <= scoreMax) { event.preventDefault(); rate(score); }
+      event.preventDefault();
+      if (score >= scoreMin && score <= scoreMax) rate(score);
+      else refuse("Key " + key + " is not on the scale: " + SCALE_TEXT + ".");
       return;
     }
-    if (key === "Backspace" || key === "u" || key === "U") { event.preventDefault(); undo(); }
+    if (key === "Backspace" || key === "u" || key === "U") { event.preventDefault(); undo(); return; }
+    if (key.length === 1 && key !== " ") refuse("Key " + key + " does nothing here: " + KEY_HELP + ".");
   });
   undoButton.addEventListener("click", undo);
   document.getElementById("training-next").addEventListener("click", nextTraining);
   document.getElementById("break-continue").addEventListener("click", endBreak);
   for (const button of document.querySelectorAll("button.score")) {
-    button.addEventListener("click", function () { rate(Number(button.dataset.score)); });
+    button.addEventListener("click", function () { button.blur(); rate(Number(button.dataset.score)); });
+  }
+  // toolbar buttons lose focus after a click so Enter/Space keep their page meaning
+  const VIEW_BUTTONS = { "zoom-in": viewer.zoomIn, "zoom-out": viewer.zoomOut,
+    "zoom-one": viewer.oneToOne, "zoom-fit": viewer.fit, "magnifier": viewer.toggleMagnifier };
+  for (const id of Object.keys(VIEW_BUTTONS)) {
+    const button = document.getElementById(id);
+    button.addEventListener("click", function () { button.blur(); VIEW_BUTTONS[id](); });
   }
   setReady(false);
   watchPixelRatio();
