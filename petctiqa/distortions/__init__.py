@@ -8,6 +8,7 @@ for the dataset build's workers.
 
 from petctiqa.distortions import (  # noqa: F401  (importing a plug-in registers it)
     ct_dose,
+    ct_sparse_view,
     gaussian,
     impulse,
     jpeg,

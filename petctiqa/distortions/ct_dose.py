@@ -81,20 +81,8 @@ class CtDoseModel:
     def line_integrals(self, hu: np.ndarray, pixel_mm: float) -> np.ndarray:
         """Noise-free ``p`` (bins x views) for the square, padded slice of ``hu``."""
         square, _ = projection.pad_square(projection.mu_from_hu(hu, self.mu_water_per_cm))
-        side = square.shape[0]
         theta = projection.angles(self.views)
-        coarse_mm = pixel_mm * self.projection_downsample
-        coarse = projection.to_work_grid(square, pixel_mm, coarse_mm)
-        coarse_mm = pixel_mm * side / coarse.shape[0]
-        p_coarse = projection.forward_project(coarse, theta) * coarse_mm / 10.0
-        bins = projection.forward_project(np.zeros((side, side)), theta[:1]).shape[0]
-        # bin centres of both sinograms in mm from the rotation centre
-        fine_mm = (np.arange(bins) - bins // 2) * pixel_mm
-        coarse_at = (np.arange(p_coarse.shape[0]) - p_coarse.shape[0] // 2) * coarse_mm
-        return np.stack(
-            [np.interp(fine_mm, coarse_at, p_coarse[:, a], 0.0, 0.0) for a in range(len(theta))],
-            axis=1,
-        )
+        return projection.line_integrals(square, pixel_mm, theta, self.projection_downsample)
 
     def noise_hu(
         self, hu: np.ndarray, pixel_mm: float, fraction: float, rng: np.random.Generator

@@ -104,3 +104,22 @@ def filtered_back_projection(
         circle=False,
         preserve_range=True,
     )
+
+
+def line_integrals(
+    mu_square: np.ndarray, pixel_mm: float, theta: np.ndarray, downsample: int
+) -> np.ndarray:
+    """``p = pixel * radon(mu)`` (mu in 1/cm) with the slice's bins, projected on a grid
+    ``downsample`` times coarser and interpolated along the bins (cheaper; ``p`` is smooth)."""
+    side = mu_square.shape[0]
+    coarse = to_work_grid(mu_square, pixel_mm, pixel_mm * downsample)
+    coarse_mm = pixel_mm * side / coarse.shape[0]
+    p_coarse = forward_project(coarse, theta) * coarse_mm / 10.0
+    bins = forward_project(np.zeros((side, side)), theta[:1]).shape[0]
+    # bin centres of both sinograms in mm from the rotation centre
+    fine_at = (np.arange(bins) - bins // 2) * pixel_mm
+    coarse_at = (np.arange(p_coarse.shape[0]) - p_coarse.shape[0] // 2) * coarse_mm
+    return np.stack(
+        [np.interp(fine_at, coarse_at, p_coarse[:, a], 0.0, 0.0) for a in range(len(theta))],
+        axis=1,
+    )
