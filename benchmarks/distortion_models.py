@@ -1,8 +1,8 @@
 """Figures of the data-domain distortion models on the real test slices (docs/distortions.md).
 
-Prints, for PET count reduction (STS_001 whole-body PET, liver slice 150) and CT dose reduction
-(CRLM-CT-1004 slice 25, liver), the expected counts, the noise in the liver region per level
-and the time per call on this machine.
+Prints, for PET count reduction (STS_001 whole-body PET, liver slice 150), CT dose reduction
+and CT sparse views (CRLM-CT-1004 slice 25, liver), the expected counts, the noise or streaks
+in the liver region per level and the time per call on this machine.
 
     .venv/bin/python benchmarks/distortion_models.py
 """
@@ -16,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from petctiqa.distortions.ct_dose import CtDoseModel  # noqa: E402
+from petctiqa.distortions.ct_sparse_view import SparseViewModel  # noqa: E402
 from petctiqa.distortions.pet_counts import PetCountModel  # noqa: E402
 from petctiqa.seeding import rng_for  # noqa: E402
 from tests.conftest import SHARED_DATA  # noqa: E402
@@ -50,6 +51,14 @@ def main() -> None:
         print(
             f"  f={fraction:<5} inserted std {noise[region].std():.1f} HU, "
             f"mean {noise[region].mean():+.2f} HU  {seconds:.2f} s"
+        )
+    for views in (30, 60, 120, 240):
+        started = time.perf_counter()
+        streaks = SparseViewModel().streaks_hu(data.ct_hu, data.pixel_mm, views)
+        seconds = time.perf_counter() - started
+        print(
+            f"  sparse {views:3d} views: streak std {streaks[region].std():.1f} HU, "
+            f"mean {streaks[region].mean():+.2f} HU  {seconds:.2f} s"
         )
 
 
