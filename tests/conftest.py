@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,3 +31,19 @@ def chromium() -> str:
         return ensure_chromium()
     except ChromiumUnavailable as exc:
         pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def phantom_cache(tmp_path_factory) -> Iterator[Path]:
+    """Builds without --src keep the phantom in a per-session cache, never in the user's
+    ~/.cache (tests that check the cache itself pass --phantom-cache)."""
+    import os
+
+    path = tmp_path_factory.mktemp("phantom-cache")
+    old = os.environ.get("PETCTIQA_PHANTOM_CACHE")
+    os.environ["PETCTIQA_PHANTOM_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("PETCTIQA_PHANTOM_CACHE", None)
+    else:
+        os.environ["PETCTIQA_PHANTOM_CACHE"] = old

@@ -16,12 +16,17 @@ from petctiqa_cli.main import cli
 @pytest.mark.slow
 def test_default_command_builds_the_full_2700_image_set_on_the_phantom(tmp_path):
     out = tmp_path / "petctiqa-dataset"
-    result = CliRunner().invoke(cli, ["build-dataset", "--out", str(out), "--quiet"])
+    cache = tmp_path / "cache"
+    result = CliRunner().invoke(
+        cli, ["build-dataset", "--out", str(out), "--quiet", "--phantom-cache", str(cache)]
+    )
     assert result.exit_code == 0, result.output
     assert (
         f"no --src given: generating the built-in synthetic PET/CT phantom (20 patients, seed 0) "
-        f"in {out / 'phantom-dicom'}"
+        f"in {cache / 'phantom-20p-seed0'} (a cache outside the dataset)"
     ) in result.stderr
+    assert not list(out.rglob("*.dcm"))  # the 569 MB of DICOM stay out of the dataset
+    assert len(list((out / "sheets" / "crops").glob("*.png"))) == 100
     assert "dataset complete: 2700 images (20 patients x 5 slices x 27)" in result.stdout
 
     manifest = pd.read_csv(out / "manifest.csv")
