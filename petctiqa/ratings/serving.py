@@ -88,5 +88,9 @@ def create_server(app, host: str, port: int, threads: int, limits: ServerLimits 
         # select() cannot watch descriptors above 1023; poll() can
         asyncore_use_poll=True,
     )
-    server.channel_class = _Channel
+    # a host name with several addresses gives one listening server per address
+    listeners = [server] if hasattr(server, "channel_class") else list(server.map.values())
+    for listener in listeners:
+        if hasattr(listener, "channel_class"):
+            listener.channel_class = _Channel
     return server
