@@ -75,6 +75,9 @@ class PetCtSlice:
             raise PetctiqaError(f"PET unit must be SUVbw, GML or BQML, got {self.pet_unit!r}")
         if not self.pixel_mm > 0 or not self.slice_thickness_mm > 0:
             raise PetctiqaError("pixel size and slice thickness must be > 0 mm")
+        for name, values in (("PET", self.pet), ("CT", self.ct_hu)):
+            if values is not None and not np.all(np.isfinite(values)):
+                raise PetctiqaError(f"{name} slice holds NaN or infinite values")
 
     def activity_bqml(self) -> np.ndarray:
         """The PET in Bq/mL (float64)."""

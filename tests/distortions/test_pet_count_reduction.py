@@ -94,3 +94,9 @@ def test_wrong_data_and_options_are_refused(liver_slice):
         plugin.with_options({"sensitivty": 0.01})
     with pytest.raises(PetctiqaError, match="PET unit must be SUVbw, GML or BQML"):
         PetCtSlice(np.zeros((4, 4), np.float32), None, 4.0, 3.0, pet_unit="CNTS")
+    bad = np.zeros((4, 4), np.float32)
+    bad[1, 1] = np.nan
+    with pytest.raises(PetctiqaError, match="PET slice holds NaN or infinite values"):
+        PetCtSlice(bad, None, 4.0, 3.0)
+    with pytest.raises(PetctiqaError, match="differ in shape"):
+        PetCtSlice(np.zeros((4, 4), np.float32), np.zeros((4, 5), np.float32), 4.0, 3.0)
