@@ -238,17 +238,19 @@ def serve(
 
     # a failure before serving leaves no new, empty database behind
     with _study(dataset, db, scale, seed) as study:
+        app = create_app(dataset, study.store, study.scale, study.images, training)
+        # bind before any link is made: a busy port must not swallow new links
+        server = create_server(app, host=host, port=port, threads=threads)
         names = _rater_list(raters)
         made = {r.rater: r for r in study.store.add_raters(names) if r.token is not None}
         made.update((name, study.store.new_rater_token(name)) for name in new_links)
         real = [r for r in study.store.raters() if not r.simulated]
         if not real:
+            server.close()
             raise RatingError("no raters: pass --raters r1,r2,... (or a file with one ID per line)")
         admin = None
         if new_admin_token or not study.store.has_admin_token():
             admin = study.store.new_admin_token()
-        app = create_app(dataset, study.store, study.scale, study.images, training)
-        server = create_server(app, host=host, port=port, threads=threads)
     bound = f"http://{host if ':' not in host else '[' + host + ']'}:{server.effective_port}"
     warning = bind_warning(host)
     if warning:

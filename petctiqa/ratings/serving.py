@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from waitress.channel import HTTPChannel
 from waitress.task import ErrorTask
 
+from petctiqa.errors import RatingError
+
 MAX_BODY_BYTES = 64 * 1024
 """The largest request body accepted (a rating is under 300 bytes)."""
 
@@ -76,20 +78,25 @@ def create_server(app, host: str, port: int, threads: int, limits: ServerLimits 
     import waitress
 
     limits = limits or ServerLimits()
-    server = waitress.create_server(
-        app,
-        host=host,
-        port=port,
-        threads=threads,
-        channel_timeout=limits.idle_timeout,
-        cleanup_interval=limits.cleanup_interval,
-        connection_limit=_usable_connection_limit(limits.connection_limit),
-        max_request_body_size=limits.max_body,
-        # select() cannot watch descriptors above 1023; poll() can
-        asyncore_use_poll=True,
-    )
+    try:
+        server = waitress.create_server(
+            app,
+            host=host,
+            port=port,
+            threads=threads,
+            channel_timeout=limits.idle_timeout,
+            cleanup_interval=limits.cleanup_interval,
+            connection_limit=_usable_connection_limit(limits.connection_limit),
+            max_request_body_size=limits.max_body,
+            # select() cannot watch descriptors above 1023; poll() can
+            asyncore_use_poll=True,
+        )
+    except OSError as exc:  # port in use, address not on this machine, no permission
+        raise RatingError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
     # a host name with several addresses gives one listening server per address
-    listeners = [server] if hasattr(server, "channel_class") else list(server.map.values())
+    listeners = [server]
+    if not hasattr(server, "channel_class"):
+        listeners = list(getattr(server, "map", {}).values())
     for listener in listeners:
         if hasattr(listener, "channel_class"):
             listener.channel_class = _Channel

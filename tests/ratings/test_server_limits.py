@@ -132,3 +132,24 @@ def test_a_100_mb_body_is_refused_from_its_header_as_json(limited_server):
     assert head.startswith(b"HTTP/1.1 413"), head
     assert b"Content-Type: application/json" in head
     assert "exceeds max_body" in json.loads(body)["error"]
+
+
+def test_a_busy_port_is_a_clear_error_and_makes_no_links(tiny_dataset):
+    from click.testing import CliRunner
+
+    from petctiqa_cli.main import cli
+
+    serve = ["collect-ratings", "serve", "--dataset", str(tiny_dataset)]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(cli, [*serve, "--raters", "amy", "--port", str(port)])
+        assert result.exit_code == 2, result.output
+        assert f"cannot listen on 127.0.0.1:{port}" in result.output
+        assert not (tiny_dataset / "ratings.sqlite").exists()  # nothing was made
+        # an existing study: the new rater is not added with a link nobody saw
+        open_study(tiny_dataset).store.add_raters(["amy"])
+        result = CliRunner().invoke(cli, [*serve, "--raters", "amy,ben", "--port", str(port)])
+        assert result.exit_code == 2, result.output
+    assert open_study(tiny_dataset).store.rater("ben") is None
