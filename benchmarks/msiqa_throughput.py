@@ -13,9 +13,9 @@ import time
 
 import torch
 
-from petctiqa.msiqa.loss import msiqa_loss
+from petctiqa.iqa.device import resolve_device
+from petctiqa.iqa.loss import msiqa_loss
 from petctiqa.msiqa.model import MsIqa, MsIqaConfig
-from petctiqa.msiqa.train import resolve_device
 
 
 def measure(

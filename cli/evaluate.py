@@ -60,9 +60,9 @@ def evaluate(
       petctiqa evaluate --checkpoint run/best.pt --data ds/ --out table1.csv
     """
     from petctiqa.errors import ModelError
-    from petctiqa.msiqa import evaluation as ev
-    from petctiqa.msiqa.data import load_iqa_dataset
-    from petctiqa_cli.train import echo_warnings
+    from petctiqa.iqa import evaluation as ev
+    from petctiqa.iqa.data import load_iqa_dataset
+    from petctiqa_cli._common import echo_warnings
 
     with echo_warnings():
         dataset = load_iqa_dataset(data_path)

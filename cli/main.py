@@ -21,6 +21,8 @@ COMMANDS: dict[str, str] = {
     "inspect": "petctiqa_cli.inspect_dicom:inspect_dicom",
     "phantom": "petctiqa_cli.phantom:phantom",
     "collect-ratings": "petctiqa_cli.collect_ratings:collect_ratings",
+    "models": "petctiqa_cli.models:models",
+    "pretrain": "petctiqa_cli.pretrain:pretrain",
     "train": "petctiqa_cli.train:train",
     "score": "petctiqa_cli.score:score",
     "evaluate": "petctiqa_cli.evaluate:evaluate",
@@ -65,7 +67,7 @@ def cli() -> None:
       petctiqa build-dataset --src lung-pet-ct-dx/ --out ds/
       petctiqa collect-ratings serve --dataset ds/ --raters r1,r2,r3,r4,r5
       petctiqa collect-ratings export --dataset ds/ --out ds/
-      petctiqa train --data ds/ --out run/
+      petctiqa train --data ds/ --out run/ --preset cpu   # or --preset paper on a GPU
       petctiqa score image.png --checkpoint run/best.pt
 
     Without --src, build-dataset runs on the built-in synthetic PET/CT phantom.

@@ -60,8 +60,8 @@ def score(
     Inputs get the checkpoint's stored preprocessing; DICOM slices are rendered with the render
     settings stored in the checkpoint unless --protocol is given.
     """
-    from petctiqa.msiqa.score import Scorer, write_scores
-    from petctiqa_cli.train import echo_warnings
+    from petctiqa.iqa.score import Scorer, write_scores
+    from petctiqa_cli._common import echo_warnings
 
     with echo_warnings():
         scorer = Scorer(checkpoint, device, protocol=protocol)

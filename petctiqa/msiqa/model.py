@@ -3,7 +3,7 @@ AGCA channel attention, and the weighted score regressor (Score = S x W).
 
 Tensor conventions: images are NCHW float in the normalised range ``(x - 0.5) / 0.5`` (x in [0, 1]),
 224 x 224 by default. The network predicts quality on the *normalised* label scale [0, 1]; the
-mapping back to the 0..4 MOS scale lives in the checkpoint (see :mod:`petctiqa.msiqa.checkpoint`).
+mapping back to the 0..4 MOS scale lives in the checkpoint (see :mod:`petctiqa.iqa.checkpoint`).
 
 Everything is vectorised over the batch, each trunk runs once per forward, and no device is
 hard-coded, so the model runs on CPU or CUDA, under bf16/fp16 autocast and with channels_last.
@@ -183,6 +183,7 @@ class MsIqa(nn.Module):
         ]
         last_width = SWIN_CHANNELS[3] if config.use_swin else RESNET_CHANNELS[3]
         self.score_attention = Agca(last_width)
+        self.score_attention_width = last_width
         if config.use_fusion:
             self.reducers = nn.ModuleList(
                 nn.Conv2d(stage_widths[s - 1], stage_widths[s - 1] // 2, kernel_size=1)
@@ -267,6 +268,15 @@ class MsIqa(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.forward_parts(images)["score"]
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """concat(f_s, f_w): the representation generator pretraining teaches (B, F)."""
+        stages = self.stage_features(images)
+        return torch.cat((self.score_feature(stages), self.fused_feature(stages)), dim=1)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.score_attention_width + self.fw_dim
 
 
 def head_parameter_count(model: MsIqa) -> int:

@@ -43,8 +43,8 @@ def small_config():
 @pytest.fixture(scope="session")
 def trained_run(tiny_csv, small_config, tmp_path_factory):
     """One epoch of training on the tiny set (shared by checkpoint/score/evaluate tests)."""
-    from petctiqa.msiqa.data import load_iqa_dataset
-    from petctiqa.msiqa.train import TrainOptions, train
+    from petctiqa.iqa.data import load_iqa_dataset
+    from petctiqa.iqa.train import TrainOptions, train
 
     out = tmp_path_factory.mktemp("run")
     options = TrainOptions(epochs=1, batch_size=4, device="cpu", model=small_config, progress=False)

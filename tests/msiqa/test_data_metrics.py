@@ -7,15 +7,15 @@ import pytest
 from PIL import Image
 
 from petctiqa.errors import DatasetError
-from petctiqa.msiqa.data import (
+from petctiqa.iqa.data import (
     DataWarning,
-    load_input,
     load_iqa_dataset,
     patient_folds,
     patient_split,
 )
-from petctiqa.msiqa.evaluation import level_table_lopo
-from petctiqa.msiqa.metrics import evaluate_predictions, plcc, srocc
+from petctiqa.iqa.evaluation import level_table_lopo
+from petctiqa.iqa.metrics import evaluate_predictions, plcc, srocc
+from petctiqa.iqa.preprocess import load_input
 
 
 def test_release_layout_on_the_real_sample(shared_data):

@@ -15,9 +15,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from petctiqa.errors import DatasetError
-from petctiqa.msiqa.checkpoint import read_checkpoint
-from petctiqa.msiqa.data import DataWarning, Preprocessing, load_input, load_iqa_dataset
-from petctiqa.msiqa.score import RenderProtocolWarning, Scorer
+from petctiqa.iqa.checkpoint import read_checkpoint
+from petctiqa.iqa.data import DataWarning, load_iqa_dataset
+from petctiqa.iqa.preprocess import Preprocessing, load_input
+from petctiqa.iqa.score import RenderProtocolWarning, Scorer
 from petctiqa_cli.main import cli
 
 FAST = ["--no-swin", "--image-size", "64", "--epochs", "1", "--batch-size", "4", "--device", "cpu"]

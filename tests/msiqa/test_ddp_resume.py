@@ -31,9 +31,9 @@ def test_ddp_two_gloo_processes_train_one_step(tiny_csv, tmp_path):
         textwrap.dedent(f"""
         import torch
         from pathlib import Path
-        from petctiqa.msiqa.data import load_iqa_dataset
+        from petctiqa.iqa.data import load_iqa_dataset
         from petctiqa.msiqa.model import MsIqaConfig
-        from petctiqa.msiqa.train import TrainOptions, train
+        from petctiqa.iqa.train import TrainOptions, train
         torch.set_num_threads(1)
         opts = TrainOptions(epochs=1, batch_size=4, device="cpu", progress=False,
                             model=MsIqaConfig(use_swin=False, image_size=64))
@@ -62,9 +62,9 @@ def test_ddp_folds_rank0_writes_folds_csv_and_all_ranks_agree(tiny_csv, tmp_path
         import json
         import torch
         from pathlib import Path
-        from petctiqa.msiqa.data import load_iqa_dataset
+        from petctiqa.iqa.data import load_iqa_dataset
         from petctiqa.msiqa.model import MsIqaConfig
-        from petctiqa.msiqa.train import TrainOptions, train_folds
+        from petctiqa.iqa.train import TrainOptions, train_folds
         from petctiqa_cli.train import report_folds
         torch.set_num_threads(1)
         opts = TrainOptions(epochs=1, batch_size=4, device="cpu", progress=False,
@@ -124,8 +124,8 @@ def test_ddp_folds_rank0_writes_folds_csv_and_all_ranks_agree(tiny_csv, tmp_path
 
 @pytest.mark.slow
 def test_resume_continues_exactly(tiny_csv, small_config, tmp_path):
-    from petctiqa.msiqa.data import load_iqa_dataset
-    from petctiqa.msiqa.train import TrainOptions, train
+    from petctiqa.iqa.data import load_iqa_dataset
+    from petctiqa.iqa.train import TrainOptions, train
 
     ds = load_iqa_dataset(tiny_csv)
     opts = TrainOptions(epochs=1, batch_size=4, device="cpu", model=small_config, progress=False)
@@ -151,7 +151,7 @@ def test_resume_continues_exactly(tiny_csv, small_config, tmp_path):
 
 
 def test_rng_state_round_trip_cpu():
-    from petctiqa.msiqa.train import restore_rng_state, rng_state
+    from petctiqa.iqa.device import restore_rng_state, rng_state
 
     torch.manual_seed(3)
     state = rng_state()

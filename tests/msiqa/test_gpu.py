@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from petctiqa.msiqa.loss import msiqa_loss
+from petctiqa.iqa.device import autocast_dtype
+from petctiqa.iqa.loss import msiqa_loss
 from petctiqa.msiqa.model import MsIqa, MsIqaConfig
-from petctiqa.msiqa.train import autocast_dtype
 
 pytestmark = [
     pytest.mark.gpu,
@@ -97,9 +97,9 @@ def test_channels_last_on_cuda_matches_contiguous(exact_fp32):
 
 
 def test_training_loop_on_cuda_with_amp_and_channels_last(tiny_csv, small_config, tmp_path):
-    from petctiqa.msiqa.checkpoint import read_checkpoint
-    from petctiqa.msiqa.data import load_iqa_dataset
-    from petctiqa.msiqa.train import TrainOptions, train
+    from petctiqa.iqa.checkpoint import read_checkpoint
+    from petctiqa.iqa.data import load_iqa_dataset
+    from petctiqa.iqa.train import TrainOptions, train
 
     options = TrainOptions(
         epochs=1,
@@ -126,7 +126,7 @@ def test_training_loop_on_cuda_with_amp_and_channels_last(tiny_csv, small_config
 
 
 def test_cuda_rng_state_round_trip():
-    from petctiqa.msiqa.train import restore_rng_state, rng_state
+    from petctiqa.iqa.device import restore_rng_state, rng_state
 
     torch.cuda.init()
     torch.cuda.manual_seed_all(11)
@@ -139,7 +139,7 @@ def test_cuda_rng_state_round_trip():
 
 
 def test_cuda_scores_equal_cpu_scores(trained_run, tiny_csv, exact_fp32):
-    from petctiqa.msiqa.score import Scorer
+    from petctiqa.iqa.score import Scorer
 
     images = sorted(tiny_csv.parent.glob("img*.png"))
     cpu = Scorer(trained_run.best_checkpoint, "cpu").score(images, batch_size=5)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from petctiqa.msiqa.loss import msiqa_loss, ranking_loss
+from petctiqa.iqa.loss import msiqa_loss, ranking_loss
 
 
 def _sig(x: float) -> float:

@@ -12,7 +12,7 @@ from petctiqa.dicom.index import index_dicom_tree
 from petctiqa.dicom.pairing import find_pet_ct_pairs
 from petctiqa.dicom.suv import load_pet_suv
 from petctiqa.dicom.volume import load_volume
-from petctiqa.msiqa.score import Scorer
+from petctiqa.iqa.score import Scorer
 from petctiqa.phantom import write_phantom_study
 from petctiqa.protocol import load_dataset_protocol
 from petctiqa.render import render_slice

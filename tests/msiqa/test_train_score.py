@@ -9,10 +9,10 @@ import torch
 from click.testing import CliRunner
 
 from petctiqa.errors import ModelError
-from petctiqa.msiqa.checkpoint import load_model, read_checkpoint
-from petctiqa.msiqa.loss import msiqa_loss
+from petctiqa.iqa.checkpoint import load_model, read_checkpoint
+from petctiqa.iqa.loss import msiqa_loss
+from petctiqa.iqa.score import Scorer
 from petctiqa.msiqa.model import MsIqa
-from petctiqa.msiqa.score import Scorer
 from petctiqa_cli.main import cli
 
 

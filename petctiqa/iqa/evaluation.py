@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from petctiqa.errors import DatasetError
-from petctiqa.msiqa.data import IqaDataset, IqaSample
-from petctiqa.msiqa.metrics import MetricReport, evaluate_predictions
+from petctiqa.iqa.data import IqaDataset, IqaSample
+from petctiqa.iqa.metrics import MetricReport, evaluate_predictions
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,8 @@ def choose_split(
 
 def level_table_lopo(dataset: IqaDataset, n_boot: int = 0) -> list[tuple[str, float, float]]:
     """Leave-one-patient-out level-table baseline: [(held-out patient, SROCC, PLCC)]."""
-    from petctiqa.msiqa.baselines import level_table_predict
-    from petctiqa.msiqa.metrics import plcc, srocc
+    from petctiqa.iqa.baselines import level_table_predict
+    from petctiqa.iqa.metrics import plcc, srocc
 
     out = []
     for patient in dataset.groups:
@@ -65,30 +65,59 @@ def level_table_lopo(dataset: IqaDataset, n_boot: int = 0) -> list[tuple[str, fl
     return out
 
 
+def checkpoint_training_samples(payload: dict) -> list[IqaSample]:
+    """The training images a checkpoint records (its dataset path and training groups), or
+    [] when that dataset is no longer where it was."""
+    from petctiqa.iqa.data import load_iqa_dataset
+
+    root = payload.get("train_options", {}).get("dataset")
+    if not root or not Path(root).exists():
+        return []
+    try:
+        dataset = load_iqa_dataset(Path(root))
+    except DatasetError:
+        return []
+    return dataset.subset(list(payload.get("train_groups", [])))
+
+
 def evaluate(
     checkpoint: Path | None,
-    dataset: IqaDataset,
+    dataset: IqaDataset | None,
     baselines: bool = False,
     device: str = "auto",
     batch_size: int = 16,
     n_boot: int = 1000,
     seed: int = 0,
     progress: bool = False,
+    test_dataset: IqaDataset | None = None,
 ) -> Evaluation:
-    """Score the test images with the checkpoint (and baselines) and compute all metrics."""
+    """Score the test images with the checkpoint (and baselines) and compute all metrics.
+
+    With ``test_dataset`` every image of it is a test image; the training side for the
+    baselines is ``dataset`` when given, else the training images the checkpoint records."""
     train_groups: list[str] = []
     test_groups: list[str] = []
     scorer = None
     if checkpoint is not None:
-        from petctiqa.msiqa.score import Scorer
+        from petctiqa.iqa.score import Scorer
 
         scorer = Scorer(Path(checkpoint), device)
         payload = scorer.payload
         train_groups = list(payload.get("train_groups", []))
         test_groups = list(payload.get("test_groups", []))
-    train, test = choose_split(dataset, train_groups, test_groups)
+    if test_dataset is not None:
+        test = list(test_dataset.samples)
+        if dataset is not None:
+            train = list(dataset.samples)
+        else:
+            train = checkpoint_training_samples(scorer.payload) if scorer is not None else []
+    elif dataset is not None:
+        train, test = choose_split(dataset, train_groups, test_groups)
+    else:
+        raise DatasetError("evaluate: give the data to evaluate on")
+    root = (test_dataset or dataset).root
     if len(test) < 3:
-        raise DatasetError(f"{dataset.root}: only {len(test)} test images (need >= 3)")
+        raise DatasetError(f"{root}: only {len(test)} test images (need >= 3)")
     mos = np.array([s.mos for s in test])
     methods: list[MethodResult] = []
 
@@ -101,9 +130,12 @@ def evaluate(
 
     if scorer is not None:
         records = scorer.score([s.image for s in test], batch_size=batch_size, progress=progress)
-        add("MS-IQA", np.array([r.score for r in records]))
+        failed = [r for r in records if r.error]
+        if failed:
+            raise DatasetError(f"{failed[0].source}: {failed[0].error}")
+        add(str(scorer.payload.get("architecture", "model")), np.array([r.score for r in records]))
     if baselines:
-        from petctiqa.msiqa import baselines as bl
+        from petctiqa.iqa import baselines as bl
 
         if train and all(s.levels is not None for s in (*train, *test)):
             add("level table", bl.level_table_predict(train, test))

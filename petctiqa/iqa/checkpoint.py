@@ -1,7 +1,9 @@
-"""MS-IQA checkpoints: one ``torch.save`` dict that holds everything scoring needs.
+"""Model checkpoints: one ``torch.save`` dict that holds everything scoring needs.
 
-Keys: ``format`` ("petctiqa-msiqa"), ``format_version`` (1), ``architecture`` ("MS-IQA"),
-``config`` (:class:`MsIqaConfig` as a dict), ``label_scale`` ({"low", "high"}: the MOS values that
+Keys: ``format`` ("petctiqa-msiqa", the historical name, kept so every checkpoint ever written
+still loads), ``format_version`` (2; 1 = MS-IQA only, before the model registry),
+``model_name`` (the registry name; absent in version 1, which means ``"msiqa"``),
+``architecture`` (the entry's, e.g. "MS-IQA"), ``config`` (the model's config as a dict), ``label_scale`` ({"low", "high"}: the MOS values that
 map to 0 and 1 in training), ``mos_range`` (the rating scale, (0, 4)), ``versions`` (petctiqa,
 torch, timm), ``model`` (state dict), ``preprocessing`` (:class:`Preprocessing` as a dict),
 ``render_protocol`` ({"name", "render"} of the build-dataset protocol the training images were
@@ -25,8 +27,9 @@ from petctiqa.atomic import atomic_write_bytes
 from petctiqa.errors import ModelError
 
 CHECKPOINT_FORMAT = "petctiqa-msiqa"
-CHECKPOINT_VERSION = 1
-ARCHITECTURE = "MS-IQA"
+CHECKPOINT_VERSION = 2
+LEGACY_MODEL_NAME = "msiqa"
+"""Version-1 checkpoints carry no model name: they are all MS-IQA."""
 
 
 @dataclass(frozen=True)
@@ -54,21 +57,31 @@ def versions() -> dict[str, str]:
     return {"petctiqa": __version__, "torch": str(torch.__version__), "timm": str(timm.__version__)}
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` (with format keys added) atomically to ``path``."""
+def save_torch_file(path: Path, payload: dict[str, Any]) -> None:
+    """``torch.save`` ``payload`` to ``path`` atomically (a killed run leaves the old file)."""
     import torch
 
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` (with format keys added) atomically to ``path``."""
+
+    from petctiqa.models import get_model_entry
+
+    entry = get_model_entry(payload.get("model_name", LEGACY_MODEL_NAME))
     full = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
-        "architecture": ARCHITECTURE,
+        "model_name": entry.name,
+        "architecture": entry.architecture,
         "versions": versions(),
         "mos_range": [0.0, 4.0],
         **payload,
     }
-    buffer = io.BytesIO()
-    torch.save(full, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_torch_file(path, full)
 
 
 def read_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
@@ -93,10 +106,11 @@ def read_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
             f"{path}: not a petctiqa MS-IQA checkpoint (format {found!r}, "
             f"expected {CHECKPOINT_FORMAT!r})"
         )
-    if data.get("architecture") != ARCHITECTURE:
+    entry = checkpoint_entry(data, path)
+    if data.get("architecture") != entry.architecture:
         raise ModelError(
             f"{path}: checkpoint is for architecture {data.get('architecture')!r}, "
-            f"not {ARCHITECTURE!r}"
+            f"not {entry.architecture!r} (model {entry.name!r})"
         )
     version = data.get("format_version")
     if not isinstance(version, int) or version > CHECKPOINT_VERSION:
@@ -110,10 +124,21 @@ def read_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
     return data
 
 
+def checkpoint_entry(data: dict[str, Any], path: Path | str = ""):
+    """The registry entry of a checkpoint dict (version 1: MS-IQA)."""
+    from petctiqa.models import get_model_entry
+
+    name = data.get("model_name", LEGACY_MODEL_NAME)
+    try:
+        return get_model_entry(str(name))
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc}") from None
+
+
 def checkpoint_preprocessing(data: dict[str, Any], image_size: int, path: Path | str = ""):
     """The checkpoint's :class:`Preprocessing`; older checkpoints get the defaults."""
     from petctiqa.errors import DatasetError
-    from petctiqa.msiqa.data import Preprocessing
+    from petctiqa.iqa.preprocess import Preprocessing
 
     stored = data.get("preprocessing")
     if stored is None:
@@ -122,7 +147,7 @@ def checkpoint_preprocessing(data: dict[str, Any], image_size: int, path: Path |
         prep = Preprocessing.from_dict(dict(stored))
     except (DatasetError, TypeError, ValueError) as exc:
         raise ModelError(f"{path}: bad preprocessing entry ({exc})") from None
-    if prep.size != image_size:
+    if prep.mode == "resize" and prep.size != image_size:
         raise ModelError(
             f"{path}: preprocessing size {prep.size} does not match the model's image size "
             f"{image_size}"
@@ -133,20 +158,22 @@ def checkpoint_preprocessing(data: dict[str, Any], image_size: int, path: Path |
 @dataclass(frozen=True)
 class LoadedModel:
     model: Any
-    """MsIqa in eval mode on the requested device."""
+    """The registered network in eval mode on the requested device."""
     label_scale: LabelScale
     payload: dict[str, Any]
     preprocessing: Any = None
-    """:class:`petctiqa.msiqa.data.Preprocessing` for this model's inputs."""
+    """:class:`petctiqa.iqa.data.Preprocessing` for this model's inputs."""
 
 
 def load_model(path: Path, device: str = "cpu") -> LoadedModel:
     """Rebuild the model from a checkpoint (random-init trunks, then its state dict)."""
-    from petctiqa.msiqa.model import MsIqa, MsIqaConfig
-
     data = read_checkpoint(path)
-    config = MsIqaConfig.from_dict(dict(data["config"]))
-    model = MsIqa(config)
+    entry = checkpoint_entry(data, path)
+    try:
+        config = entry.config_from_dict(dict(data["config"]))
+    except (ModelError, TypeError, ValueError) as exc:
+        raise ModelError(f"{path}: bad model config ({exc})") from None
+    model = entry.build(config)
     try:
         model.load_state_dict(data["model"], strict=True)
     except RuntimeError as exc:
@@ -157,5 +184,5 @@ def load_model(path: Path, device: str = "cpu") -> LoadedModel:
         model=model.to(device).eval(),
         label_scale=scale,
         payload=data,
-        preprocessing=checkpoint_preprocessing(data, config.image_size, path),
+        preprocessing=checkpoint_preprocessing(data, getattr(config, "image_size", 224), path),
     )

@@ -1,4 +1,4 @@
-"""Score images with a trained MS-IQA checkpoint (batched; 0..4 MOS scale).
+"""Score images with a trained checkpoint of any registered model (batched; 0..4 MOS scale).
 
 Inputs: image files (PNG, JPEG, TIFF, BMP), folders of images (searched recursively, sorted),
 and folders holding a DICOM PET/CT study: these are rendered first
@@ -7,7 +7,9 @@ and each rendered slice is scored. Scores are the model output mapped back throu
 checkpoint's label scale; they are not clipped, so a value may stray slightly outside 0..4.
 
 Images are turned into network inputs with the checkpoint's stored preprocessing (resize size,
-interpolation, mean/std). DICOM slices are rendered with the render settings stored in the
+interpolation, mean/std, or native crops averaged over the crop grid) through the inference path
+training evaluates with (:mod:`petctiqa.iqa.inference`). An input that cannot be read or
+rendered does not stop the run: it gets a record with an ``error`` and no score. DICOM slices are rendered with the render settings stored in the
 checkpoint (the build-dataset protocol its training images were made with) unless a protocol is
 given; when the given protocol renders differently from the stored one, a
 :class:`RenderProtocolWarning` says so before the first DICOM study is scored. Checkpoints without
@@ -30,7 +32,8 @@ import numpy as np
 
 from petctiqa.atomic import atomic_write_text
 from petctiqa.errors import DatasetError
-from petctiqa.msiqa.data import IMAGE_SUFFIXES, load_input, rgb_to_array
+from petctiqa.iqa.data import IMAGE_SUFFIXES
+from petctiqa.iqa.preprocess import load_input, rgb_to_array
 
 
 class RenderProtocolWarning(UserWarning):
@@ -42,16 +45,13 @@ class ScoreRecord:
     source: str
     """Image path, or ``<folder>#<patient>/<ct series>/slice<k>`` for a rendered DICOM slice."""
     score: float
-    """Predicted quality on the 0..4 MOS scale."""
+    """Predicted quality on the 0..4 MOS scale (NaN when ``error`` is set)."""
     s: float
     """Score-branch output S (normalised scale)."""
     w: float
     """Weight-branch output W in (0, 1) (1 when the model has no weighting)."""
-
-
-@dataclass(frozen=True)
-class ImageInput:
-    path: Path
+    error: str = ""
+    """Why this input could not be scored ("" when it was)."""
 
 
 @dataclass(frozen=True)
@@ -150,8 +150,8 @@ class Scorer:
         channels_last: bool = False,
         protocol: str | Path | None = None,
     ) -> None:
-        from petctiqa.msiqa.checkpoint import load_model
-        from petctiqa.msiqa.train import autocast_dtype, resolve_device
+        from petctiqa.iqa.checkpoint import load_model
+        from petctiqa.iqa.device import autocast_dtype, resolve_device
         from petctiqa.protocol import load_dataset_protocol
 
         self.device = resolve_device(device)
@@ -187,28 +187,44 @@ class Scorer:
 
             self.model.to(memory_format=torch.channels_last)
 
-    def score_arrays(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(score on 0..4, S, W) for a (B, 3, S, S) float32 network-input batch."""
-        import torch
+    @property
+    def simulated(self) -> bool:
+        """True when the checkpoint was trained on simulated ratings."""
+        return bool(self.payload.get("simulated"))
 
-        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with (
-            torch.inference_mode(),
-            torch.autocast(
-                self.device.type,
-                dtype=self.amp_dtype or torch.float32,
-                enabled=self.amp_dtype is not None,
-            ),
-        ):
-            parts = self.model.forward_parts(x)
-        score = parts["score"].float().cpu().numpy().astype(np.float64)
-        return (
-            self.label_scale.denormalise(score),
-            parts["s"].float().cpu().numpy().astype(np.float64),
-            parts["w"].float().cpu().numpy().astype(np.float64),
-        )
+    @property
+    def model_name(self) -> str:
+        return str(self.payload.get("model_name", "msiqa"))
+
+    def score_arrays(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(score on 0..4, S, W) for a (B, 3, S, S) float32 network-input batch (one input
+        per image: no crop averaging)."""
+        from petctiqa.iqa.inference import forward_batch
+
+        parts = forward_batch(self.model, batch, self.device, self.amp_dtype, self.channels_last)
+        return self.label_scale.denormalise(parts["score"]), parts["s"], parts["w"]
+
+    def _stacks(self, items: list[Path], slice_stride: int, failures: dict[int, tuple[str, str]]):
+        """(label, (k, 3, S, S) inputs) per scorable input; unreadable ones go to ``failures``
+        (keyed by their position in the output) instead of stopping the run."""
+        from petctiqa.errors import PetctiqaError
+        from petctiqa.iqa.preprocess import grid_crops
+
+        position = 0
+        for item in items:
+            try:
+                if item.is_dir():
+                    for rendered in render_dicom_study(item, slice_stride, self.render_settings):
+                        array = rgb_to_array(rendered.rgb, preprocessing=self.preprocessing)
+                        yield position, rendered.label, grid_crops(array, self.preprocessing)
+                        position += 1
+                else:
+                    array = load_input(item, preprocessing=self.preprocessing)
+                    yield position, str(item), grid_crops(array, self.preprocessing)
+                    position += 1
+            except (PetctiqaError, OSError, ValueError) as exc:
+                failures[position] = (str(item), str(exc))
+                position += 1
 
     def score(
         self,
@@ -217,54 +233,66 @@ class Scorer:
         slice_stride: int = 1,
         progress: bool = False,
     ) -> list[ScoreRecord]:
-        """Score files, image folders and DICOM study folders (see the module docstring)."""
+        """Score files, image folders and DICOM study folders (see the module docstring).
+
+        Inputs that fail get a record with ``error`` set, in their place in the order."""
         from tqdm import tqdm
+
+        from petctiqa.iqa.inference import predict_stacks
 
         items = expand_inputs(inputs)
         if self.render_mismatch and any(item.is_dir() for item in items):
             warnings.warn(self.render_mismatch, RenderProtocolWarning, stacklevel=2)
-        records: list[ScoreRecord] = []
-        labels: list[str] = []
-        arrays: list[np.ndarray] = []
+        failures: dict[int, tuple[str, str]] = {}
+        scored: list[tuple[int, str]] = []
 
-        def flush() -> None:
-            if arrays:
-                score, s, w = self.score_arrays(np.stack(arrays))
-                records.extend(
-                    ScoreRecord(lbl, float(a), float(b), float(c))
-                    for lbl, a, b, c in zip(labels, score, s, w, strict=True)
-                )
-                labels.clear()
-                arrays.clear()
+        def stacks():
+            for position, label, stack in self._stacks(items, slice_stride, failures):
+                scored.append((position, label))
+                yield stack
 
-        for item in tqdm(items, desc="score", unit="input", disable=not progress):
-            if item.is_dir():
-                sources = (
-                    (r.label, rgb_to_array(r.rgb, preprocessing=self.preprocessing))
-                    for r in render_dicom_study(item, slice_stride, self.render_settings)
-                )
-            else:
-                sources = iter([(str(item), load_input(item, preprocessing=self.preprocessing))])
-            for label, array in sources:
-                labels.append(label)
-                arrays.append(array)
-                if len(arrays) >= batch_size:
-                    flush()
-        flush()
-        return records
+        bar = tqdm(desc="score", unit="image", disable=not progress)
+        results: list[tuple[int, ScoreRecord]] = []
+        outputs = predict_stacks(
+            self.model, stacks(), self.device, batch_size, self.amp_dtype, self.channels_last
+        )
+        for index, out in enumerate(outputs):
+            # ``scored`` grows as ``outputs`` pulls inputs, so index it after each result.
+            position, label = scored[index]
+            score = float(self.label_scale.denormalise(out["score"]))
+            results.append((position, ScoreRecord(label, score, out["s"], out["w"])))
+            bar.update()
+        bar.close()
+        nan = float("nan")
+        results += [
+            (position, ScoreRecord(source, nan, nan, nan, error))
+            for position, (source, error) in failures.items()
+        ]
+        return [record for _, record in sorted(results, key=lambda pair: pair[0])]
 
 
-def write_scores(path: Path, records: Sequence[ScoreRecord]) -> None:
-    """Write scores as CSV (``.csv``) or JSON (``.json``), atomically."""
+def write_scores(
+    path: Path, records: Sequence[ScoreRecord], simulated: bool = False, model_name: str = ""
+) -> None:
+    """Write scores as CSV (``.csv``) or JSON (``.json``), atomically (a failed run never
+    leaves a partial file under ``path``). Scores are on the 0..4 MOS scale; ``simulated``
+    marks scores of a checkpoint trained on simulated ratings in every row."""
     path = Path(path)
+    sim = "true" if simulated else "false"
     if path.suffix.lower() == ".json":
-        atomic_write_text(path, json.dumps([asdict(r) for r in records], indent=2) + "\n")
+        rows = [{**asdict(r), "scale": "0..4 MOS", "simulated": simulated} for r in records]
+        for row in rows:
+            for key in ("score", "s", "w"):
+                if row[key] != row[key]:  # NaN is not valid JSON
+                    row[key] = None
+        atomic_write_text(path, json.dumps(rows, indent=2) + "\n")
         return
     if path.suffix.lower() != ".csv":
-        raise DatasetError(f"{path}: --out must end in .csv or .json")
+        raise DatasetError(f"{path}: the output must end in .csv or .json")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["source", "score", "s", "w"])
+    writer.writerow(["source", "score", "s", "w", "scale", "model", "simulated", "error"])
     for r in records:
-        writer.writerow([r.source, f"{r.score:.6f}", f"{r.s:.6f}", f"{r.w:.6f}"])
+        values = [f"{v:.6f}" if v == v else "" for v in (r.score, r.s, r.w)]
+        writer.writerow([r.source, *values, "0..4", model_name, sim, r.error])
     atomic_write_text(path, buffer.getvalue())

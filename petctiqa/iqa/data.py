@@ -1,4 +1,4 @@
-"""IQA datasets for MS-IQA: every supported layout becomes one list of :class:`IqaSample`.
+"""Rated-image datasets for IQA training: every supported layout becomes one list of :class:`IqaSample`.
 
 Layouts (detected by :func:`load_iqa_dataset`):
 
@@ -24,10 +24,7 @@ Ratings files written by ``collect-ratings export`` (``mos.csv``, or one passed 
 Without patient IDs (no ``groups.csv``, no group column) each image is its own group, so splits
 are per image, not per patient: a :class:`DataWarning` says so.
 
-Image preprocessing (:class:`Preprocessing`, the reference code's): RGB, bicubic resize to
-224 x 224, [0, 1], ``(x - mean) / std`` with mean = std = 0.5. Float TIFF slices are read as one
-channel, clipped to [0, 1] when their values lie within [-0.05, 1.05] (the LDCTIQAC2023
-convention) or min-max scaled per image otherwise, resized, and repeated to three channels.
+Images become network inputs in :mod:`petctiqa.iqa.preprocess`.
 """
 
 from __future__ import annotations
@@ -42,7 +39,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
 
 from petctiqa.errors import DatasetError
 from petctiqa.seeding import rng_for
@@ -51,71 +47,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 SPLITS = ("train", "test")
 SIMULATED_BANNER_PREFIX = "# SIMULATED"
 """First line of every collect-ratings export that holds simulated ratings."""
-INTERPOLATIONS = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-    "box": Image.Resampling.BOX,
-    "hamming": Image.Resampling.HAMMING,
-}
 
 
 class DataWarning(UserWarning):
     """Something about the data that the user must know but that does not stop the run."""
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How an image file becomes a network input (stored in every checkpoint).
-
-    RGB (float TIFF slices: one channel repeated), resized to ``size`` x ``size`` with
-    ``interpolation``, scaled to [0, 1], then ``(x - mean) / std`` per channel. The defaults are
-    the reference code's (bicubic 224, mean = std = 0.5).
-    """
-
-    size: int = 224
-    interpolation: str = "bicubic"
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-
-    def __post_init__(self) -> None:
-        if self.interpolation not in INTERPOLATIONS:
-            raise DatasetError(
-                f"preprocessing: interpolation {self.interpolation!r} is not one of "
-                f"{', '.join(INTERPOLATIONS)}"
-            )
-        mean = tuple(float(v) for v in self.mean)
-        std = tuple(float(v) for v in self.std)
-        if len(mean) != 3 or len(std) != 3 or not all(v > 0 for v in std):
-            raise DatasetError(
-                f"preprocessing: mean/std must be 3 values each, std > 0 (got {mean}, {std})"
-            )
-        if int(self.size) != self.size or self.size < 1:
-            raise DatasetError(f"preprocessing: size must be a positive integer, got {self.size}")
-        object.__setattr__(self, "size", int(self.size))
-        object.__setattr__(self, "mean", mean)
-        object.__setattr__(self, "std", std)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "size": self.size,
-            "interpolation": self.interpolation,
-            "mean": list(self.mean),
-            "std": list(self.std),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
-        known = set(cls.__dataclass_fields__)
-        unknown = set(data) - known
-        if unknown:
-            raise DatasetError(f"preprocessing: unknown keys {sorted(unknown)}")
-        values = dict(data)
-        for key in ("mean", "std"):
-            if key in values:
-                values[key] = tuple(float(v) for v in values[key])
-        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -601,104 +536,3 @@ def patient_folds(
         train = sorted(set(groups) - set(test))
         folds.append((train, test))
     return folds
-
-
-# ---------------------------------------------------------------------------- image reading
-
-
-def read_image(path: Path) -> Image.Image:
-    """Open an image as PIL ``RGB`` (8-bit) or ``F`` (float, one-channel TIFF slices).
-
-    Raises DatasetError naming the file when it cannot be decoded.
-    """
-    try:
-        with Image.open(path) as opened:
-            opened.load()
-            image = opened
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            return _read_tiff_float(path)
-        raise DatasetError(f"{path}: cannot read image ({exc})") from None
-    if image.mode in ("F", "I", "I;16", "I;16B", "I;16L"):
-        return _float_image(np.asarray(image, dtype=np.float32), path)
-    return image.convert("RGB")
-
-
-def _read_tiff_float(path: Path) -> Image.Image:
-    try:
-        import tifffile
-
-        array = np.asarray(tifffile.imread(path), dtype=np.float32)
-    except Exception as exc:  # tifffile raises many types for broken files
-        raise DatasetError(f"{path}: cannot read image ({exc})") from None
-    if array.ndim == 3 and array.shape[-1] in (3, 4):
-        array = array[..., :3].mean(axis=-1)
-    if array.ndim != 2:
-        raise DatasetError(f"{path}: expected a 2-D slice, got shape {array.shape}")
-    return _float_image(array, path)
-
-
-def _float_image(array: np.ndarray, path: Path) -> Image.Image:
-    if not np.all(np.isfinite(array)):
-        raise DatasetError(f"{path}: image holds non-finite values")
-    low, high = float(array.min()), float(array.max())
-    if low >= -0.05 and high <= 1.05:
-        unit = np.clip(array, 0.0, 1.0)
-    else:
-        unit = (array - low) / (high - low) if high > low else np.zeros_like(array)
-    return Image.fromarray(unit.astype(np.float32), mode="F")
-
-
-def image_to_array(
-    image: Image.Image, size: int = 224, preprocessing: Preprocessing | None = None
-) -> np.ndarray:
-    """PIL image -> C-contiguous float32 (3, S, S) network input, per ``preprocessing``
-    (default: :class:`Preprocessing` with ``size``: bicubic, ``(x - 0.5) / 0.5``)."""
-    prep = preprocessing if preprocessing is not None else Preprocessing(size=size)
-    size = prep.size
-    if image.size != (size, size):
-        image = image.resize((size, size), INTERPOLATIONS[prep.interpolation])
-    if image.mode == "F":
-        unit = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
-        chw = np.broadcast_to(unit, (3, size, size))
-    else:
-        chw = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0
-    mean = np.asarray(prep.mean, dtype=np.float32)[:, None, None]
-    std = np.asarray(prep.std, dtype=np.float32)[:, None, None]
-    # C order: a transposed (HWC-strided) array would reach torch as a channels_last tensor.
-    return np.ascontiguousarray((chw - mean) / std, dtype=np.float32)
-
-
-def rgb_to_array(
-    rgb: np.ndarray, size: int = 224, preprocessing: Preprocessing | None = None
-) -> np.ndarray:
-    """uint8 (H, W, 3) RGB -> float32 (3, S, S) network input."""
-    image = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB")
-    return image_to_array(image, size, preprocessing)
-
-
-def load_input(
-    path: Path, size: int = 224, preprocessing: Preprocessing | None = None
-) -> np.ndarray:
-    return image_to_array(read_image(path), size, preprocessing)
-
-
-class ImageFolderDataset:
-    """torch-style map dataset: ``(input (3, S, S) float32 tensor, target float32, index)``."""
-
-    def __init__(self, paths: Sequence[Path], targets: Sequence[float], size: int = 224) -> None:
-        self.paths = list(paths)
-        self.targets = np.asarray(targets, dtype=np.float32)
-        self.size = size
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int):
-        import torch
-
-        return (
-            torch.from_numpy(load_input(self.paths[index], self.size)),
-            torch.tensor(self.targets[index]),
-            index,
-        )

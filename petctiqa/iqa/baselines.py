@@ -26,7 +26,8 @@ import numpy as np
 from scipy.special import gamma as gamma_fn
 
 from petctiqa.errors import DatasetError
-from petctiqa.msiqa.data import IqaSample, read_image
+from petctiqa.iqa.data import IqaSample
+from petctiqa.iqa.preprocess import read_image
 
 NIQE_PATCH = 96
 NIQE_SHARPNESS = 0.75
