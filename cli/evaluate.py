@@ -16,9 +16,16 @@ import click
 @click.option(
     "--data",
     "data_path",
-    required=True,
     type=click.Path(exists=True, path_type=Path),
-    help="Any layout `petctiqa train --data` accepts.",
+    help="Any layout `petctiqa train --data` accepts: the checkpoint's test patients are "
+    "evaluated (with --test-data: the training side for the baselines).",
+)
+@click.option(
+    "--test-data",
+    "test_path",
+    type=click.Path(exists=True, path_type=Path),
+    help="Score EVERY image of this source as test data (any layout); the baselines are fitted "
+    "on --data or on the training images the checkpoint records.",
 )
 @click.option(
     "--baselines",
@@ -43,7 +50,8 @@ import click
 )
 def evaluate(
     checkpoint: Path | None,
-    data_path: Path,
+    data_path: Path | None,
+    test_path: Path | None,
     baselines: bool,
     device: str,
     n_boot: int,
@@ -58,21 +66,30 @@ def evaluate(
       petctiqa evaluate --checkpoint run/best.pt --data ds/ --baselines
       petctiqa evaluate --data ../shared/data/pet-ct-iqa-ds-dev --level-table-lopo
       petctiqa evaluate --checkpoint run/best.pt --data ds/ --out table1.csv
+      petctiqa evaluate --checkpoint run/last.pt --test-data ../shared/data/pet-ct-iqa-ds-dev --baselines
+
+    With --test-data the model's figure equals the last epoch's figure that `train
+    --test-data` printed for the same checkpoint (last.pt).
     """
     from petctiqa.errors import ModelError
     from petctiqa.iqa import evaluation as ev
     from petctiqa.iqa.data import load_iqa_dataset
     from petctiqa_cli._common import echo_warnings
 
+    if data_path is None and test_path is None:
+        raise click.UsageError("give --data and/or --test-data")
     with echo_warnings():
-        dataset = load_iqa_dataset(data_path)
-    if dataset.simulated:
+        dataset = load_iqa_dataset(data_path) if data_path is not None else None
+        test_dataset = load_iqa_dataset(test_path) if test_path is not None else None
+    if any(d is not None and d.simulated for d in (dataset, test_dataset)):
         click.echo(
             "warning: the ratings are SIMULATED (collect-ratings simulate): these metrics say "
             "nothing about real readers",
             err=True,
         )
     if level_table_lopo:
+        if dataset is None:
+            raise click.UsageError("--level-table-lopo needs --data")
         rows = ev.level_table_lopo(dataset)
         for patient, s, p in rows:
             click.echo(f"level table, test patient {patient}: SROCC {s:.4f} PLCC {p:.4f}")
@@ -93,6 +110,7 @@ def evaluate(
             n_boot=n_boot,
             seed=seed,
             progress=True,
+            test_dataset=test_dataset,
         )
     click.echo(ev.format_table(result))
     if out_path is not None:

@@ -142,6 +142,9 @@ def evaluate(
         else:
             skip("level table", "distortion levels or training images unknown")
         if len(train) >= 3:
+            from petctiqa.iqa.handcrafted import fit_handcrafted
+
+            add("hand-made features (GBR fit on train)", fit_handcrafted(train).predict(test))
             add("BRISQUE (SVR fit on train)", bl.fit_brisque(train).predict(test))
         else:
             skip("BRISQUE (SVR fit on train)", "no training images")

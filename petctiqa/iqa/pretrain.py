@@ -81,8 +81,10 @@ def _batch(
     batch_size: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     inputs, targets = [], []
+    # Native crops are cut before distorting; a resizing model sees whole distorted images.
+    side = prep.size if prep.mode == "crops" else max(max(r.shape[:2]) for r in references)
     for j in range(batch_size):
-        patch, target = generator_sample(references, ranges, prep.size, seed, step * batch_size + j)
+        patch, target = generator_sample(references, ranges, side, seed, step * batch_size + j)
         inputs.append(rgb_to_array(patch, preprocessing=prep))
         targets.append(target)
     return np.stack(inputs), np.stack(targets)

@@ -60,7 +60,12 @@ from petctiqa.iqa.train_report import (
     write_metrics_csv,
     write_predictions,
 )
-from petctiqa.iqa.train_setup import TrainOptions, TrainSetup, build_setup
+from petctiqa.iqa.train_setup import (
+    TrainOptions,
+    TrainSetup,
+    build_setup,
+    set_trunk_trainable,
+)
 from petctiqa.seeding import rng_for
 
 
@@ -278,6 +283,8 @@ def _train_epoch(net, setup, sides, targets, options, dist_info, device, amp_dty
     from petctiqa.iqa.loss import msiqa_loss
 
     net.train()
+    frozen = epoch <= options.head_only_epochs
+    set_trunk_trainable(setup.model, setup.entry, not frozen)
     batches = epoch_batches(
         len(sides.train), options.batch_size, epoch, options.seed, dist_info.world
     )
@@ -436,6 +443,7 @@ def train(
     from concurrent.futures import ThreadPoolExecutor
 
     pool = ThreadPoolExecutor(options.workers) if options.workers > 0 else None
+    spent = 0.0
     try:
         for epoch in range(start_epoch, options.epochs + 1):
             row = _train_epoch(
@@ -484,6 +492,9 @@ def train(
                 )
             if dist_info.world > 1:
                 torch.distributed.barrier()
+            spent += row["epoch_seconds"]
+            if options.max_seconds is not None and _budget_spent(spent, options, dist_info):
+                break
     finally:
         if pool is not None:
             pool.shutdown()
@@ -511,6 +522,16 @@ def train(
         level_table_plcc=table[1],
         seconds=time.perf_counter() - run_started,
     )
+
+
+def _budget_spent(spent: float, options: TrainOptions, dist_info) -> bool:
+    """Whether the time budget is used up; under DDP rank 0 decides for every rank."""
+    decision = [spent >= options.max_seconds]
+    if dist_info.world > 1:
+        import torch
+
+        torch.distributed.broadcast_object_list(decision, src=0)
+    return bool(decision[0])
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

@@ -58,6 +58,11 @@ class TrainOptions:
     warmup_epochs: float = 0.0
     schedule: str = "constant"
     """"constant" or "cosine" (decay to 0 over the run, after the warm-up)."""
+    head_only_epochs: int = 0
+    """First epochs in which only the head learns (the trunk is frozen, in eval mode): a new
+    head first learns to read pretrained features before the features move."""
+    max_seconds: float | None = None
+    """Stop after the epoch that passes this much training time (equal-budget comparisons)."""
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -130,6 +135,21 @@ def _optimizer(model, entry, options: TrainOptions, steps_per_epoch: int):
         optimizer, lambda step: lr_factor(step, total, warmup, options.schedule)
     )
     return optimizer, scheduler
+
+
+def set_trunk_trainable(model, entry, trainable: bool) -> None:
+    """Freeze or unfreeze everything outside the entry's head prefixes (eval mode when frozen,
+    so batch-norm statistics stay those the trunk was trained with)."""
+    for name, parameter in model.named_parameters():
+        if not name.startswith(entry.head_prefixes):
+            parameter.requires_grad_(trainable)
+    for name, module in model.named_modules():
+        if (
+            name
+            and not (name + ".").startswith(entry.head_prefixes)
+            and not list(module.children())
+        ):
+            module.train(trainable and model.training)
 
 
 def build_setup(options, resume_state, device, amp_dtype, steps_per_epoch) -> TrainSetup:

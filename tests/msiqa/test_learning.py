@@ -1,0 +1,266 @@
+"""Model registry, native crops, the generator teacher, pretraining (determinism, resume) and
+the pretrain -> train -> score path on real PET-CT-IQA-DS images (tiny settings)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from petctiqa.errors import DatasetError, ModelError
+from petctiqa.iqa.generator import DistortionRanges, apply_draw, generator_sample
+from petctiqa.iqa.inference import predict_stacks
+from petctiqa.iqa.preprocess import Preprocessing, grid_crops, grid_origins, random_crop
+from petctiqa.models import build_model, get_model_entry, model_names, register_model
+from petctiqa.protocol import load_dataset_protocol
+
+DEV = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "pet-ct-iqa-ds-dev"
+
+
+def _mini_release(folder: Path, slices: set[str]) -> Path:
+    """A PET-CT-IQA-DS folder (label.txt, groups.csv, test/) with the 27 images of ``slices``."""
+    (folder / "test").mkdir(parents=True)
+    with open(DEV / "groups.csv", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["slice"] in slices]
+    for row in rows:
+        shutil.copy(DEV / "test" / row["image"], folder / "test" / row["image"])
+    (folder / "label.txt").write_text("".join(f"{r['image']},{r['mos']}\n" for r in rows))
+    with open(folder / "groups.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def mini_sides(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("mini")
+    return _mini_release(root / "p1", {"s04"}), _mini_release(root / "p2", {"s08"})
+
+
+# ------------------------------------------------------------------------------ registry
+
+
+def test_registry_lists_both_models_and_refuses_unknown_or_duplicate_names():
+    assert {"msiqa", "petct-cnn"} <= set(model_names())
+    with pytest.raises(ModelError, match="registered models: .*petct-cnn"):
+        get_model_entry("resnet-9000")
+    with pytest.raises(ModelError, match="registered twice"):
+        register_model(get_model_entry("petct-cnn"))
+
+
+def test_petct_cnn_contract():
+    model, config = build_model("petct-cnn")
+    assert sum(p.numel() for p in model.parameters()) == 287_524
+    x = torch.zeros(2, 3, 64, 64)
+    parts = model.eval().forward_parts(x)
+    assert parts["score"].shape == (2,) and torch.equal(parts["w"], torch.ones(2))
+    assert model.features(x).shape == (2, model.feature_dim)
+    assert model.distortions(x).shape == (2, 3)
+    assert get_model_entry("petct-cnn").config_from_dict(config.to_dict()) == config
+
+
+def test_models_command_prints_every_model():
+    from petctiqa_cli.main import cli
+
+    result = CliRunner().invoke(cli, ["models"])
+    assert result.exit_code == 0, result.output
+    assert "msiqa  (MS-IQA)" in result.output and "58,698,598" in result.output
+    assert "petct-cnn" in result.output and "287,524" in result.output
+
+
+# -------------------------------------------------------------------------------- crops
+
+
+def test_grid_crops_cover_the_image_on_the_16_pixel_grid():
+    array = np.arange(3 * 512 * 512, dtype=np.float32).reshape(3, 512, 512)
+    prep = Preprocessing(size=256, mode="crops", grid=2)
+    crops = grid_crops(array, prep)
+    assert crops.shape == (4, 3, 256, 256)
+    np.testing.assert_array_equal(crops[3], array[:, 256:, 256:])
+    assert grid_origins(512, 224, 3) == [0, 144, 288]
+    assert grid_crops(array, Preprocessing(size=224)).shape == (1, 3, 512, 512)
+
+
+def test_random_crop_is_aligned_and_seeded():
+    array = np.random.default_rng(0).random((3, 300, 420), dtype=np.float32)
+    prep = Preprocessing(size=128, mode="crops")
+    a = random_crop(array, prep, np.random.default_rng(5))
+    b = random_crop(array, prep, np.random.default_rng(5))
+    np.testing.assert_array_equal(a, b)
+    hits = [np.argwhere(array[0] == a[0, 0, 0])[0] for _ in range(1)]
+    assert all(r % 16 == 0 and c % 16 == 0 for r, c in hits)
+
+
+def test_preprocessing_dicts_from_before_crops_mean_resize():
+    old = {"size": 224, "interpolation": "bicubic", "mean": [0.5] * 3, "std": [0.5] * 3}
+    prep = Preprocessing.from_dict(old)
+    assert prep.mode == "resize" and prep.crops_per_image == 1
+    with pytest.raises(DatasetError, match="multiple of 16"):
+        Preprocessing(size=250, mode="crops")
+
+
+def test_predict_stacks_averages_each_image_whatever_the_batch_size():
+    torch.manual_seed(0)
+    model, _ = build_model("petct-cnn")
+    rng = np.random.default_rng(1)
+    stacks = [rng.random((k, 3, 32, 32), dtype=np.float32) for k in (1, 4, 2, 3)]
+    direct = [
+        float(model.eval().forward_parts(torch.from_numpy(s))["score"].detach().mean())
+        for s in stacks
+    ]
+    for batch in (1, 3, 7, 64):
+        got = [r["score"] for r in predict_stacks(model, iter(stacks), torch.device("cpu"), batch)]
+        assert got == pytest.approx(direct, abs=1e-5)
+
+
+# ---------------------------------------------------------------------------- generator
+
+
+def _ranges() -> DistortionRanges:
+    return DistortionRanges.from_settings(load_dataset_protocol().distortions)
+
+
+def test_generator_targets_put_the_strongest_published_level_at_one():
+    ranges = _ranges()
+    from petctiqa.iqa.generator import DistortionDraw
+
+    assert ranges.targets(DistortionDraw(0.010, 10.0, 40)) == pytest.approx([1, 1, 1])
+    assert ranges.targets(DistortionDraw(0.0, 0.0, 100)) == pytest.approx([0, 0, 0])
+    assert ranges.targets(DistortionDraw(0.005, 5.0, 70)) == pytest.approx([0.5, 0.5, 0.5])
+    draws = [ranges.draw(np.random.default_rng(i)) for i in range(400)]
+    assert max(d.poisson for d in draws) <= 0.0125 and min(d.jpeg_quality for d in draws) >= 25
+    assert 0.15 < np.mean([d.gaussian_sigma == 0 for d in draws]) < 0.35
+
+
+def test_generator_samples_are_pure_functions_of_seed_and_index():
+    rgb = np.random.default_rng(3).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    a = generator_sample([rgb], _ranges(), 64, seed=11, index=7)
+    b = generator_sample([rgb], _ranges(), 64, seed=11, index=7)
+    c = generator_sample([rgb], _ranges(), 64, seed=11, index=8)
+    assert a[0].shape == (64, 64, 3)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert not np.array_equal(a[0], c[0]) or not np.array_equal(a[1], c[1])
+
+
+def test_impulse_brightening_of_generated_images_follows_lambda():
+    """Each impulse lifts one channel value from 128 to 255; JPEG keeps the mean, so the mean
+    rise is 127 * (1 - exp(-lambda * 128 / 255)) per channel value (0.254 and 0.508 here)."""
+    from petctiqa.iqa.generator import DistortionDraw
+
+    clean = np.full((256, 256, 3), 128, dtype=np.uint8)
+    rises = []
+    for lam in (0.004, 0.008):
+        out = apply_draw(clean, DistortionDraw(lam, 0.0, 100), _ranges(), np.random.default_rng(0))
+        rises.append(float(out.mean()) - 128.0)
+    expected = [127 * (1 - math.exp(-lam * 128 / 255)) for lam in (0.004, 0.008)]
+    assert rises == pytest.approx(expected, rel=0.15)
+
+
+# ---------------------------------------------------------------------------- pretrain
+
+
+def _tiny_pretrain(out: Path, steps: int = 3, **kw):
+    from petctiqa.iqa.pretrain import PretrainOptions, pretrain
+    from petctiqa.iqa.references import Reference
+
+    rng = np.random.default_rng(0)
+    refs = [Reference(f"r{i}", rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)) for i in range(2)]
+    prep = Preprocessing(size=32, mode="crops")
+    options = PretrainOptions(steps=steps, batch_size=4, device="cpu", progress=False, **kw)
+    return pretrain("petct-cnn", refs, _ranges(), prep, out, options)
+
+
+def test_pretraining_is_deterministic_and_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    first = torch.load(_tiny_pretrain(tmp_path / "a", 4).output, weights_only=True)
+    second = torch.load(_tiny_pretrain(tmp_path / "b", 4).output, weights_only=True)
+    for key, value in first["model"].items():
+        assert torch.equal(value, second["model"][key]), key
+    # Interrupt after step 3 (state saved at step 2), then rerun: same weights as uninterrupted.
+    import petctiqa.iqa.pretrain as module
+
+    real = module._batch
+    calls = {"n": 0}
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "_batch", failing)
+    with pytest.raises(KeyboardInterrupt):
+        _tiny_pretrain(tmp_path / "c", 4, save_every=2)
+    assert (tmp_path / "c" / module.STATE_NAME).is_file()
+    monkeypatch.setattr(module, "_batch", real)
+    resumed = torch.load(_tiny_pretrain(tmp_path / "c", 4, save_every=2).output, weights_only=True)
+    for key, value in first["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    assert not (tmp_path / "c" / module.STATE_NAME).exists()
+
+
+def test_init_refuses_weights_of_another_model(tmp_path):
+    from petctiqa.iqa.pretrain import load_pretrained_into
+
+    result = _tiny_pretrain(tmp_path, 1)
+    model, config = build_model("msiqa", {"use_swin": False, "image_size": 64})
+    with pytest.raises(ModelError, match="pretrained for model 'petct-cnn', not 'msiqa'"):
+        load_pretrained_into(model, "msiqa", config, result.output)
+
+
+# ------------------------------------------------------------------- end to end (tiny)
+
+
+@pytest.mark.slow
+def test_preset_cpu_pretrain_train_score_and_evaluate_agree(mini_sides, tmp_path):
+    from petctiqa_cli.main import cli
+
+    train_side, test_side = mini_sides
+    run = tmp_path / "run"
+    runner = CliRunner()
+    result = runner.invoke(
+        cli,
+        ["train", "--data", str(train_side), "--test-data", str(test_side), "--out", str(run),
+         "--preset", "cpu", "--epochs", "2", "--pretrain-steps", "2", "--crop", "64",
+         "--crop-grid", "2", "--batch-size", "8", "--device", "cpu"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (run / "pretrain" / "pretrained.pt").is_file()
+    assert "level-table baseline" in result.output
+    rows = list(csv.DictReader((run / "metrics.csv").read_text().splitlines()))
+    last = float(rows[-1]["test_srocc"])
+    assert len(rows) == 2 and not math.isnan(last)
+    payload = torch.load(run / "last.pt", weights_only=True)
+    assert payload["model_name"] == "petct-cnn" and payload["format_version"] == 2
+    assert payload["preprocessing"]["mode"] == "crops"
+    assert payload["train_options"]["init"]["path"].endswith("pretrained.pt")
+    # evaluate --test-data on last.pt reproduces the last epoch's figure
+    table = tmp_path / "m.csv"
+    result = runner.invoke(
+        cli,
+        ["evaluate", "--checkpoint", str(run / "last.pt"), "--test-data", str(test_side),
+         "--device", "cpu", "--bootstrap", "10", "--out", str(table), "--baselines"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    figures = {r["method"]: r for r in csv.DictReader(table.read_text().splitlines())}
+    assert float(figures["petct-cnn"]["srocc"]) == pytest.approx(last, abs=1e-9)
+    assert "level table" in figures and "hand-made features (GBR fit on train)" in figures
+    # score: one image gives one finite score on the 0..4 scale; an unreadable file gets a row
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    image = next((test_side / "test").glob("*.jpg"))
+    out = tmp_path / "scores.csv"
+    result = runner.invoke(
+        cli,
+        ["score", str(image), str(bad), "--checkpoint", str(run / "best.pt"), "--out", str(out)],
+    )
+    rows = list(csv.DictReader(out.read_text().splitlines()))
+    assert [Path(r["source"]).name for r in rows] == [image.name, "bad.png"]
+    assert math.isfinite(float(rows[0]["score"])) and rows[1]["error"]
+    assert rows[0]["model"] == "petct-cnn" and rows[0]["scale"] == "0..4"
