@@ -197,7 +197,7 @@
     flashTimer = setTimeout(function () { scaleBar.classList.remove("flash"); }, 800);
   }
   const SCALE_TEXT = "scores are " + scoreMin + "-" + scoreMax;
-  const KEY_HELP = SCALE_TEXT + "; view: + - O (1:1) F (fit) M (magnifier), arrows; undo: Backspace";
+  const KEY_HELP = SCALE_TEXT + "; view: + - O F M, arrows; undo: Backspace";
 
   document.addEventListener("keydown", function (event) {
     if (event.ctrlKey || event.altKey || event.metaKey) return;
