@@ -103,7 +103,9 @@ def build_dataset(
     """
     from petctiqa.dataset.build import BuildOptions
     from petctiqa.dataset.build import build_dataset as run_build
+    from petctiqa.dataset.candidates import TooFewPatients
     from petctiqa.dataset.select import read_patient_list
+    from petctiqa.errors import DatasetError
     from petctiqa.protocol import load_dataset_protocol
 
     def log(message: str) -> None:
@@ -122,10 +124,15 @@ def build_dataset(
         patient_list=tuple(read_patient_list(patient_list)) if patient_list else None,
         progress=not quiet,
     )
-    summary = run_build(options, log=log)
+    try:
+        summary = run_build(options, log=log)
+    except TooFewPatients as exc:
+        raise DatasetError(f"{exc} (use --patients {exc.available})") from None
     click.echo(
         f"dataset complete: {summary.images} images ({len(summary.patients)} patients x "
         f"{summary.slices // max(len(summary.patients), 1)} slices x 27) in {summary.out_dir} "
         f"[{summary.images_written} written, {summary.images_verified} verified, "
         f"{summary.seconds:.1f} s]"
     )
+    for item in summary.substitutions:
+        click.echo(f"patient {item.used} used instead of {item.instead_of} ({item.reason})")

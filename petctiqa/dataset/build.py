@@ -41,14 +41,19 @@ import cv2
 
 from petctiqa import __version__
 from petctiqa.atomic import atomic_write_bytes, atomic_write_text, temporary_target
+from petctiqa.dataset.candidates import (
+    Substitution,
+    check_series_intact,
+    choose_candidates,
+    scan_source,
+    substitutions,
+)
 from petctiqa.dataset.manifest import MANIFEST_NAME, ImageRecord, write_manifest
 from petctiqa.dataset.phantom_cache import ensure_phantom, legacy_phantom_note
 from petctiqa.dataset.select import (
     NoUsableSlices,
-    best_pair_per_patient,
     body_fractions,
     choose_slices,
-    order_candidates,
 )
 from petctiqa.dataset.sheets import (
     CROPS_DIR,
@@ -76,7 +81,6 @@ from petctiqa.seeding import rng_for
 
 if TYPE_CHECKING:
     from petctiqa.dicom.pairing import PetCtPair
-    from petctiqa.dicom.records import DicomIndex, SeriesInfo, SkippedFile
     from petctiqa.distort import DistortionSpec
 
 STATE_DIR = ".build-state"
@@ -180,6 +184,8 @@ class BuildSummary:
     """Summed worker time of the patient tasks (load volumes, choose slices, render)."""
     slice_task_seconds: float = 0.0
     """Summed worker time of the slice tasks (27 distortions, writes, contact sheet)."""
+    substitutions: tuple[Substitution, ...] = ()
+    """Patients taken because one earlier in the order could not be used, and why."""
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -481,7 +487,7 @@ SOURCE_SERIES_KEY = "source_series"
 """Key of ``.build-state/build.json`` that records each candidate patient's PET/CT pair."""
 
 
-def source_series(best: dict[str, PetCtPair], order: list[str]) -> dict[str, dict[str, str]]:
+def source_series(best: dict[str, PetCtPair]) -> dict[str, dict[str, str]]:
     """The PET/CT pair (UIDs) of every patient the build may take, by patient ID. With the
     settings, it fixes which patients and series the dataset is made of."""
     return {
@@ -490,7 +496,7 @@ def source_series(best: dict[str, PetCtPair], order: list[str]) -> dict[str, dic
             "ct_series_uid": best[pid].ct.series_uid,
             "pet_series_uid": best[pid].pet.series_uid,
         }
-        for pid in sorted(order)
+        for pid in sorted(best)
     }
 
 
@@ -587,124 +593,6 @@ def _executor(jobs: int) -> Executor:
 # ----------------------------------------------------------------------------- source
 
 
-DAMAGE_REASONS = ("truncated", "unreadable")
-"""Index skip reasons that mean a damaged file (not merely a non-image or non-DICOM file)."""
-
-
-@dataclass(frozen=True)
-class BrokenSeries:
-    """A CT or PET series that fails its geometry check while damaged files (cut or unreadable,
-    or a header without the identifying UIDs) sit in its folder: most likely they are its
-    missing slices."""
-
-    series: SeriesInfo
-    problem: str
-    """The geometry check's message (it starts with the series label)."""
-    damaged: tuple[SkippedFile, ...]
-
-    def describe(self) -> str:
-        """``<file>: <reason>; without it CT series '...' in <folder> fails its geometry check:
-        <problem>`` (the first damaged file leads, the others are counted)."""
-        from petctiqa.dicom.volume import series_label
-
-        first, others = self.damaged[0], self.damaged[1:]
-        label = series_label(self.series)
-        problem = self.problem.removeprefix(f"{label}: ")
-        more = ""
-        if others:
-            shown = ", ".join(str(item.path) for item in others[:3])
-            more = f" (and {len(others)} more damaged: {shown}{', ...' if len(others) > 3 else ''})"
-        it = "them" if others else "it"
-        return (
-            f"{first.path}: {first.reason}{more}; without {it} the {label} fails its geometry "
-            f"check: {problem}"
-        )
-
-
-@dataclass(frozen=True)
-class SourceScan:
-    """What the build needs to know about a DICOM tree."""
-
-    pairs: list[PetCtPair]
-    damaged: list[SkippedFile]
-    """Truncated or unreadable files (an error when beside a series the build uses)."""
-    broken: list[BrokenSeries]
-
-
-def broken_series(index: DicomIndex) -> list[BrokenSeries]:
-    """CT and PET series that fail their geometry check with damaged files in their folder."""
-    from petctiqa.dicom.index import HEADER_DAMAGE_REASONS
-    from petctiqa.dicom.volume import series_stack_geometry
-
-    suspects = [
-        s for s in index.skipped if s.reason.startswith(DAMAGE_REASONS + HEADER_DAMAGE_REASONS)
-    ]
-    if not suspects:
-        return []
-    found = []
-    for series in index.series:
-        if series.modality not in ("CT", "PT"):
-            continue
-        folders = {f.parent for f in series.files}
-        nearby = tuple(item for item in suspects if item.path.parent in folders)
-        if not nearby:
-            continue
-        try:
-            series_stack_geometry(series)
-        except DicomError as exc:
-            found.append(BrokenSeries(series, str(exc), nearby))
-    return found
-
-
-def _find_pairs(src: Path, progress: bool, log: Log) -> SourceScan:
-    """All PET/CT pairs under ``src``, the damaged files the index skipped and the series they
-    break."""
-    from petctiqa.dicom.index import describe_skipped, index_dicom_tree, is_nbia_metadata
-    from petctiqa.dicom.pairing import find_pet_ct_pairs, unpaired_pet_series
-
-    if not src.is_dir():
-        raise DatasetError(f"{src}: source folder not found")
-    index = index_dicom_tree(src, progress=progress)
-    # the metadata.csv of an NBIA download is expected: listed by `inspect`, not reported here
-    reported = [s for s in index.skipped if not is_nbia_metadata(s)]
-    if reported:
-        noun = "file" if len(reported) == 1 else "files"
-        log(f"skipped {len(reported)} {noun} in {src}: {describe_skipped(reported, src)}")
-    damaged = [s for s in index.skipped if s.reason.startswith(DAMAGE_REASONS)]
-    if not index.series:
-        raise DatasetError(
-            f"{src}: no DICOM image series found ({len(index.skipped)} files skipped)"
-        )
-    broken = broken_series(index)
-    pairs = find_pet_ct_pairs(index)
-    if not pairs:
-        modalities = sorted({s.modality for s in index.series})
-        if "PT" not in modalities:
-            raise DatasetError(
-                f"{src}: no PET series (Modality PT) found; series present: {', '.join(modalities)}"
-            )
-        pet, reason = unpaired_pet_series(index)[0]
-        where = pet.files[0].parent if pet.files else src
-        problem = f"no usable PET/CT pair (PET series in {where}: {reason})"
-        if broken:
-            raise DicomError(f"{broken[0].describe()}; {src} has no usable PET/CT pair")
-        if damaged:
-            raise DicomError(f"{damaged[0].path}: {damaged[0].reason}; {src} has {problem}")
-        raise DatasetError(f"{src}: {problem}")
-    return SourceScan(pairs, damaged, broken)
-
-
-def check_series_intact(pair: PetCtPair, damaged: list[SkippedFile]) -> None:
-    """Refuse a pair when a damaged file sits in the folder of its CT or PET series."""
-    folders = {f.parent for f in (*pair.ct.files, *pair.pet.files)}
-    for item in damaged:
-        if item.path.parent in folders:
-            raise DicomError(
-                f"{item.path}: {item.reason} (beside the PET/CT series of patient "
-                f"{pair.patient_id})"
-            )
-
-
 # ----------------------------------------------------------------------------- orchestration
 
 
@@ -754,53 +642,6 @@ def _progress_bar(total: int, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="img", desc="build-dataset", disable=not enabled, leave=True)
-
-
-def _candidate_order(
-    src: Path,
-    scan: SourceScan,
-    options: BuildOptions,
-    n_patients: int,
-    log: Log,
-) -> tuple[dict[str, PetCtPair], list[str]]:
-    """Each patient's best pair and the order patients are tried in; refuses too few patients,
-    a damaged file beside the series of one of the first ``n_patients``, and damaged files that
-    cost one of them its only PET/CT pair."""
-    best = best_pair_per_patient(scan.pairs)
-    # patients whose only pair a damaged file broke: an error when the build would take them
-    lost: dict[str, BrokenSeries] = {}
-    for item in scan.broken:
-        if item.series.patient_id not in best:
-            lost.setdefault(item.series.patient_id, item)
-    if len(best) < n_patients:
-        problem = (
-            f"{len(best)} patients have a PET/CT pair, {n_patients} requested "
-            f"(use --patients {len(best)})"
-        )
-        if lost:
-            raise DicomError(f"{next(iter(lost.values())).describe()}; {src}: {problem}")
-        raise DatasetError(f"{src}: {problem}")
-    if lost:
-        listed = options.patient_list
-        intact = order_candidates(
-            sorted(set(best) | set(lost)),
-            options.seed,
-            None if listed is None else [pid for pid in listed if pid in best or pid in lost],
-        )
-        # a listed patient is always needed; a seeded order takes the first N
-        for pid in intact if listed is not None else intact[:n_patients]:
-            if pid in lost:
-                raise DicomError(
-                    f"{lost[pid].describe()}; patient {pid} has no other usable PET/CT pair"
-                )
-    for item in scan.broken:
-        pid = item.series.patient_id
-        fate = "uses another PET/CT pair" if pid in best else "is left out"
-        log(f"warning: {item.describe()}; patient {pid} {fate}")
-    order = order_candidates(list(best), options.seed, options.patient_list)
-    for pid in order[:n_patients]:
-        check_series_intact(best[pid], scan.damaged)
-    return best, order
 
 
 def build_dataset(options: BuildOptions, log: Log | None = None) -> BuildSummary:
@@ -853,10 +694,11 @@ def build_dataset(options: BuildOptions, log: Log | None = None) -> BuildSummary
     starter = threading.Thread(target=start_workers, args=(executor, jobs), daemon=True)
     starter.start()
     try:
-        scan = _find_pairs(src, options.progress, log)
+        scan = scan_source(src, options.progress, log)
         index_seconds = time.perf_counter() - started - phantom_seconds
-        best, order = _candidate_order(src, scan, options, n_patients, log)
-        series = source_series(best, order)
+        chosen = choose_candidates(src, scan, options.seed, options.patient_list, n_patients, log)
+        best = chosen.pairs
+        series = source_series(best)
         check_settings(out_dir, settings)
         check_source_series(out_dir, series)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -870,14 +712,15 @@ def build_dataset(options: BuildOptions, log: Log | None = None) -> BuildSummary
         starter.join()
         executor.shutdown(wait=True, cancel_futures=True)
         raise
-    candidates = iter(order)
+    candidates = iter(chosen.order)
     in_this_process = InlineExecutor()
 
     sel = protocol.selection
     total = n_patients * k * len(specs)
     plans: dict[str, PatientPlan] = {}
     outcomes: dict[str, SliceOutcome] = {}
-    rejected: list[str] = []
+    passed_over: dict[str, str] = {}
+    """Why each patient tried and not used was not (one line each)."""
     task_seconds = {"patient": 0.0, "slice": 0.0}
     running: dict[Future, tuple[str, str]] = {}
     patients_in_flight = 0
@@ -906,6 +749,9 @@ def build_dataset(options: BuildOptions, log: Log | None = None) -> BuildSummary
     try:
         while True:
             for pid in next_candidates():
+                if pid not in best:
+                    passed_over[pid] = chosen.problems[pid]  # logged by choose_candidates
+                    continue
                 check_series_intact(best[pid], scan.damaged)
                 reused = _reusable_patient_plan(out_dir, best[pid], k)
                 if reused is not None:
@@ -936,9 +782,13 @@ def build_dataset(options: BuildOptions, log: Log | None = None) -> BuildSummary
                     try:
                         plan, seconds = future.result()
                         task_seconds["patient"] += seconds
-                    except NoUsableSlices as exc:
-                        rejected.append(str(exc))
-                        log(f"skipping {exc}")
+                    except (NoUsableSlices, DicomError) as exc:
+                        # the volumes do not load or give too few slices: try the next patient
+                        reason = str(exc)
+                        if not reason.startswith(f"patient {key}: "):
+                            reason = f"patient {key}: {reason}"
+                        passed_over[key] = reason
+                        log(f"skipping {reason}")
                         continue
                     plans[key] = plan
                     submit_slices(plan)
@@ -961,7 +811,7 @@ def build_dataset(options: BuildOptions, log: Log | None = None) -> BuildSummary
     bar.close()
 
     if len(plans) < n_patients:
-        reasons = "; ".join(rejected) if rejected else "not enough candidates"
+        reasons = "; ".join(passed_over.values()) if passed_over else "not enough candidates"
         raise DatasetError(
             f"{src}: only {len(plans)} of {n_patients} requested patients have {k} usable slices "
             f"({reasons})"
@@ -1020,4 +870,5 @@ def build_dataset(options: BuildOptions, log: Log | None = None) -> BuildSummary
         index_seconds=index_seconds,
         patient_task_seconds=task_seconds["patient"],
         slice_task_seconds=task_seconds["slice"],
+        substitutions=substitutions(chosen.order, n_patients, list(plans), passed_over),
     )

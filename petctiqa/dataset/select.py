@@ -41,12 +41,17 @@ def _pair_preference(pair: PetCtPair) -> tuple:
     return (-(high - low), -field_mm2, -pet.n_slices, pet.series_uid, pair.ct.series_uid)
 
 
+def pairs_by_preference(pairs: Sequence[PetCtPair]) -> dict[str, list[PetCtPair]]:
+    """Each patient's pairs, best first (longest z overlap, then widest PET field), by ID."""
+    ranked: dict[str, list[PetCtPair]] = {}
+    for pair in sorted(pairs, key=_pair_preference):
+        ranked.setdefault(pair.patient_id, []).append(pair)
+    return dict(sorted(ranked.items()))
+
+
 def best_pair_per_patient(pairs: Sequence[PetCtPair]) -> dict[str, PetCtPair]:
     """One pair per patient ID: the one with the longest z overlap (ties: widest PET field)."""
-    best: dict[str, PetCtPair] = {}
-    for pair in sorted(pairs, key=_pair_preference):
-        best.setdefault(pair.patient_id, pair)
-    return dict(sorted(best.items()))
+    return {pid: ranked[0] for pid, ranked in pairs_by_preference(pairs).items()}
 
 
 def read_patient_list(path: Path) -> list[str]:

@@ -11,7 +11,9 @@ skipped and reported with the reason (non-DICOM, DICOMDIR, RTSTRUCT, SEG, SR, KO
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -52,6 +54,7 @@ NON_IMAGE_MODALITIES: dict[str, str] = {
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 
 NOT_DICOM = "not a DICOM file"
+EMPTY_FILE = "empty file (0 bytes)"
 NBIA_METADATA_NAME = "metadata.csv"
 """The table the NBIA Data Retriever (and ``petctiqa fetch``) writes at the top of a download."""
 FETCH_RECORD_NAME = ".petctiqa-fetch-verified.json"
@@ -130,7 +133,9 @@ class IndexedFile:
 
 
 def list_files(root: Path) -> list[Path]:
-    """Every regular file under ``root`` (following no symlinked folders), in sorted order."""
+    """Every file name under ``root`` (following no symlinked folders), in sorted order; FIFOs,
+    sockets, devices and symlinks that lead nowhere are among them (:func:`index_file` skips
+    them without opening them)."""
     found: list[Path] = []
     for folder, dirnames, filenames in os.walk(root):
         dirnames.sort()
@@ -244,14 +249,49 @@ def series_facts(header: HeaderLike) -> SeriesFacts:
     )
 
 
+def special_file_reason(path: Path) -> str | int:
+    """The size of a regular file (or of the one a symlink points to), else why it is not read:
+    a FIFO, socket or device would block or never end, a symlink loop or a broken link cannot
+    be opened (:data:`SPECIAL_FILE_REASONS`)."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink loop (not followed)"
+        if exc.errno == errno.ENOENT and os.path.islink(path):
+            return "broken symlink"
+        return f"unreadable file ({exc.strerror or exc})"
+    if stat.S_ISREG(info.st_mode):
+        return info.st_size
+    kind = next((name for test, name in _SPECIAL_KINDS if test(info.st_mode)), "special file")
+    return f"not a regular file ({kind}, not read)"
+
+
+_SPECIAL_KINDS = (
+    (stat.S_ISFIFO, "FIFO"),
+    (stat.S_ISSOCK, "socket"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISDIR, "folder"),
+)
+SPECIAL_FILE_REASONS = ("not a regular file", "symlink loop", "broken symlink")
+"""Starts of the skip reasons of :func:`special_file_reason` (reported one line per file)."""
+
+
 def index_file(path: Path) -> IndexedFile:
-    """Read and classify one file's header (pure: the same file always gives the same result)."""
+    """Read and classify one file's header (pure: the same file always gives the same result).
+    Only regular files are opened (a FIFO would block the read forever)."""
+    size = special_file_reason(path)
+    if isinstance(size, str):
+        return IndexedFile(path, size)
+    if size == 0:  # said plainly: "not a DICOM file" hides a slice that lost all its bytes
+        return IndexedFile(path, EMPTY_FILE)
     header = read_index_header(path)
     if isinstance(header, str):
         return IndexedFile(path, header)
     reason = classify_header(header)
     if reason is None:
-        reason = truncation_reason(header, path.stat().st_size)
+        reason = truncation_reason(header, size)
     if reason is not None:
         return IndexedFile(path, reason)
     geometry: SliceGeometry | None = None

@@ -102,11 +102,19 @@ def stack_geometry(
     matrices = {(s.rows, s.columns) for s in slices}
     if len(matrices) > 1:
         shown = ", ".join(f"{r}x{c}" for r, c in sorted(matrices))
-        raise DicomError(f"{label}: mixed image matrix (rows x columns {shown}) in one series")
+        first = (slices[0].rows, slices[0].columns)
+        odd = next(i for i, s in enumerate(slices) if (s.rows, s.columns) != first)
+        raise DicomError(
+            f"{label}: mixed image matrix (rows x columns {shown}) in one series "
+            f"({names[0]}: {first[0]}x{first[1]}, {names[odd]}: "
+            f"{slices[odd].rows}x{slices[odd].columns})"
+        )
 
     orientations = np.array([s.image_orientation for s in slices], dtype=np.float64)
     if orientations.shape != (n, 6) or not np.all(np.isfinite(orientations)):
-        raise DicomError(f"{label}: ImageOrientationPatient must hold 6 numbers")
+        raise DicomError(
+            f"{label}: ImageOrientationPatient must hold 6 numbers ({_first_bad(names, orientations)})"
+        )
     deviation = np.abs(orientations - orientations[0]).max(axis=1)
     if deviation.max() > ORIENTATION_TOLERANCE:
         worst = int(deviation.argmax())
@@ -130,14 +138,20 @@ def stack_geometry(
 
     spacings = np.array([s.pixel_spacing for s in slices], dtype=np.float64)
     if not np.all(np.isfinite(spacings)) or np.any(spacings <= 0):
-        raise DicomError(f"{label}: PixelSpacing must be two positive numbers")
+        bad = ~np.all(np.isfinite(spacings) & (spacings > 0), axis=1)
+        k = int(bad.argmax())
+        raise DicomError(
+            f"{label}: PixelSpacing must be two positive numbers ({names[k]}: {_fmt(spacings[k])})"
+        )
     spread = np.abs(spacings - spacings[0]).max() / spacings[0].min()
     if spread > SPACING_RELATIVE_TOLERANCE:
         raise DicomError(f"{label}: mixed PixelSpacing in one series ({_fmt(np.unique(spacings))})")
 
     origins = np.array([s.image_position for s in slices], dtype=np.float64)
     if origins.shape != (n, 3) or not np.all(np.isfinite(origins)):
-        raise DicomError(f"{label}: ImagePositionPatient must hold 3 numbers")
+        raise DicomError(
+            f"{label}: ImagePositionPatient must hold 3 numbers ({_first_bad(names, origins)})"
+        )
     along = origins @ normal
     order = np.argsort(along, kind="stable")
     positions = along[order]
@@ -161,7 +175,8 @@ def stack_geometry(
                 f"{label}: non-uniform slice spacing (steps {steps.min():.3f}-{steps.max():.3f} mm; "
                 f"slices sit up to {residual.max():.2f} mm off a regular {step:.3f} mm grid; "
                 f"step {steps[worst]:.3f} mm between {positions[worst]:.2f} and "
-                f"{positions[worst + 1]:.2f} mm: missing or extra slice?)"
+                f"{positions[worst + 1]:.2f} mm ({names[order[worst]]} and "
+                f"{names[order[worst + 1]]}): missing or extra slice?)"
             )
         offsets = origins - origins[0]
         off_axis = np.linalg.norm(offsets - np.outer(offsets @ normal, normal), axis=1)
@@ -183,6 +198,14 @@ def stack_geometry(
         positions_mm=positions,
         slice_step_mm=step,
     )
+
+
+def _first_bad(names: Sequence[str], rows: np.ndarray) -> str:
+    """``<name>: [values]`` of the first row holding a non-finite number."""
+    if rows.ndim != 2:  # ragged: not even the right count of numbers
+        return names[0]
+    k = int((~np.all(np.isfinite(rows), axis=1)).argmax())
+    return f"{names[k]}: {_fmt(rows[k])}"
 
 
 def _fmt(values: np.ndarray) -> str:

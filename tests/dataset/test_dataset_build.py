@@ -516,13 +516,13 @@ def test_only_the_atomic_writers_temporaries_are_removed(tmp_path):
 
 
 def test_skipped_files_are_counted_per_reason_and_nbia_metadata_is_expected(shared_data, tmp_path):
-    from petctiqa.dataset.build import _find_pairs
+    from petctiqa.dataset.candidates import scan_source
 
     src = tmp_path / "download"
     shutil.copytree(shared_data / "dicom" / "STS_002", src / "STS_002")
     (src / "metadata.csv").write_text("Series UID,Collection,3rd Party Analysis\n")
     logs: list[str] = []
-    scan = _find_pairs(src, False, logs.append)
+    scan = scan_source(src, False, logs.append)
     assert len(scan.pairs) == 1 and not scan.damaged and not scan.broken
     assert logs == []  # only the NBIA metadata.csv was skipped: nothing to warn about
 
@@ -532,7 +532,7 @@ def test_skipped_files_are_counted_per_reason_and_nbia_metadata_is_expected(shar
     (src / "junk").mkdir()
     (src / "junk" / "cut.dcm").write_bytes(cut)
     logs.clear()
-    _find_pairs(src, False, logs.append)
+    scan_source(src, False, logs.append)
     assert logs == [
         f"skipped 3 files in {src}: 2 not a DICOM file (e.g. README.txt), "
         "1 truncated file (3000 bytes, pixel data alone needs 46046) (e.g. junk/cut.dcm)"
@@ -542,7 +542,7 @@ def test_skipped_files_are_counted_per_reason_and_nbia_metadata_is_expected(shar
 def test_damaged_header_that_breaks_a_series_is_named(small_phantom, tmp_path):
     """A file whose header lost its UIDs is skipped; when its series then fails the geometry
     check, the error (or, for a patient the build does not need, a warning) names the file."""
-    from petctiqa.dataset.build import _candidate_order, _find_pairs
+    from petctiqa.dataset.candidates import choose_candidates, scan_source
     from petctiqa.dataset.select import order_candidates
     from petctiqa.errors import DicomError
 
@@ -552,7 +552,7 @@ def test_damaged_header_that_breaks_a_series_is_named(small_phantom, tmp_path):
     victim = sorted(ct_folder.iterdir())[10]
     size = _cut_header(victim)
     logs: list[str] = []
-    scan = _find_pairs(src, False, logs.append)
+    scan = scan_source(src, False, logs.append)
     assert logs == [
         f"skipped 1 file in {src}: 1 missing SeriesInstanceUID (e.g. "
         f"{victim.relative_to(src).as_posix()})"
@@ -567,22 +567,14 @@ def test_damaged_header_that_breaks_a_series_is_named(small_phantom, tmp_path):
     assert f"in {ct_folder} fails its geometry check: non-uniform slice spacing" in message
     assert size < 2000
 
-    protocol = load_dataset_protocol()
-
     def order(n: int, seed: int = 0, patient_list=None) -> list[str]:
-        options = BuildOptions(
-            out_dir=tmp_path / "ds", protocol=protocol, src=src, seed=seed,
-            patient_list=patient_list,
-        )  # fmt: skip
         logs.clear()
-        return _candidate_order(src, scan, options, n, logs.append)[1]
+        return choose_candidates(src, scan, seed, patient_list, n, logs.append).order
 
     # too few patients: the error names the damaged file first
     with pytest.raises(DicomError) as error:
         order(3)
-    assert str(error.value) == (
-        f"{message}; {src}: 2 patients have a PET/CT pair, 3 requested (use --patients 2)"
-    )
+    assert str(error.value) == (f"{message}; {src}: 2 patients have a PET/CT pair, 3 requested")
     # a listed patient that lost its pair
     with pytest.raises(DicomError, match="patient PHANTOM-0002 has no other usable PET/CT pair"):
         order(1, patient_list=("PHANTOM-0001", "PHANTOM-0002"))

@@ -70,7 +70,7 @@ def test_skips_non_image_objects_and_junk(tmp_path, tmp_path_factory, dicom_writ
     assert [(s.modality, s.n_slices) for s in index.series] == [("CT", 3)]
     reasons = {p.path.relative_to(tmp_path).as_posix(): p.reason for p in index.skipped}
     assert reasons["metadata.csv"] == "not a DICOM file"
-    assert reasons["empty.dcm"] == "not a DICOM file"
+    assert reasons["empty.dcm"] == "empty file (0 bytes)"
     assert reasons["Subject/Study/RT/1-1.dcm"] == "non-image object: RTSTRUCT (RT structure set)"
     assert reasons["Subject/Study/SEG/1-1.dcm"] == "non-image object: SEG (segmentation)"
     assert reasons["Subject/Study/CT/broken.dcm"] == "missing SeriesInstanceUID"
@@ -84,11 +84,12 @@ def test_skips_non_image_objects_and_junk(tmp_path, tmp_path_factory, dicom_writ
     # build-dataset's summary: counts per reason, most frequent first, one example each; the
     # metadata.csv of an NBIA download is recognised (build-dataset does not warn about it)
     assert describe_skipped(index.skipped, tmp_path) == (
-        "2 not a DICOM file (e.g. empty.dcm), "
         "1 DICOMDIR (media directory, not an image) (e.g. CD/DICOMDIR), "
+        "1 empty file (0 bytes) (e.g. empty.dcm), "
         "1 missing SeriesInstanceUID (e.g. Subject/Study/CT/broken.dcm), "
         "1 non-image object: RTSTRUCT (RT structure set) (e.g. Subject/Study/RT/1-1.dcm), "
         "1 non-image object: SEG (segmentation) (e.g. Subject/Study/SEG/1-1.dcm), "
+        "1 not a DICOM file (e.g. metadata.csv), "
         "1 truncated file (3000 bytes, pixel data alone needs 46046) "
         "(e.g. Subject/Study/CT/truncated.dcm)"
     )
