@@ -104,6 +104,7 @@ def build_dataset(
     from petctiqa.dataset.build import BuildOptions
     from petctiqa.dataset.build import build_dataset as run_build
     from petctiqa.dataset.candidates import TooFewPatients
+    from petctiqa.dataset.resume import OutputInUse
     from petctiqa.dataset.select import read_patient_list
     from petctiqa.errors import DatasetError
     from petctiqa.protocol import load_dataset_protocol
@@ -128,6 +129,8 @@ def build_dataset(
         summary = run_build(options, log=log)
     except TooFewPatients as exc:
         raise DatasetError(f"{exc} (use --patients {exc.available})") from None
+    except OutputInUse as exc:
+        raise DatasetError(f"{exc}; use another --out") from None
     click.echo(
         f"dataset complete: {summary.images} images ({len(summary.patients)} patients x "
         f"{summary.slices // max(len(summary.patients), 1)} slices x 27) in {summary.out_dir} "

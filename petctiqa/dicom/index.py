@@ -3,7 +3,7 @@
 Works on any layout (the NBIA Data Retriever's ``Subject/Study/Series/*.dcm``, flat folders,
 UID-named folders): file and folder names are never interpreted, only headers. Each header is
 read up to the pixel data, keeping only the tags the index needs: by
-:func:`petctiqa.dicom.header_scan.scan_header` (about 0.25 ms per file) when the file is plain
+:func:`petctiqa.dicom.header_scan.scan_header` (a fast path) when the file is plain
 little-endian DICOM, else by pydicom (``stop_before_pixels``, ``specific_tags``; both give the
 same values). Files that are not single-frame images with patient geometry are
 skipped and reported with the reason (non-DICOM, DICOMDIR, RTSTRUCT, SEG, SR, KO, PR, ...).
@@ -357,8 +357,8 @@ def index_dicom_tree(root: Path, progress: bool = False, jobs: int = 1) -> Dicom
     series by path. Raises DicomError when ``root`` is not a folder.
 
     Headers are parsed in a "spawn" process pool of ``jobs`` workers when ``jobs`` > 1 (the
-    result does not depend on it), else in this process (on 2 cores the pool was slower: 2,657
-    phantom headers in 1.0-1.2 s from a fresh pool, 0.6 s in this process).
+    result does not depend on it), else in this process (faster on few cores: the pool's start
+    and shipping the results back cost more than the parsing; figures in docs/dataset.md).
     """
     root = Path(root)
     if not root.is_dir():

@@ -589,7 +589,7 @@ def test_damaged_header_that_breaks_a_series_is_named(small_phantom, tmp_path):
 
 
 def test_source_series_check_names_the_first_difference(tmp_path):
-    from petctiqa.dataset.build import check_source_series
+    from petctiqa.dataset.resume import check_source_series
     from petctiqa.errors import DatasetError
 
     pair = {"study_uid": "1.1", "ct_series_uid": "1.2", "pet_series_uid": "1.3"}
@@ -601,7 +601,7 @@ def test_source_series_check_names_the_first_difference(tmp_path):
         check_source_series(tmp_path, {"P1": {**pair, "pet_series_uid": "1.4"}})
     assert str(error.value) == (
         f"{tmp_path}: holds a dataset built from other DICOM series (patient P1: pet_series_uid "
-        "'1.3' before, '1.4' now); use another --out"
+        "'1.3' before, '1.4' now)"
     )
     with pytest.raises(DatasetError, match=r"\(patient P0: has a PET/CT pair in this source, not"):
         check_source_series(tmp_path, {"P0": pair, "P1": pair})
