@@ -82,6 +82,7 @@ PRESET_KEYS = {
     "schedule": "schedule",
     "model_name": "model_name",
     "amp": "amp",
+    "head_only_epochs": "head_only_epochs",
 }
 
 
@@ -173,6 +174,13 @@ def _explicit(ctx: click.Context, name: str) -> bool:
     help="0: Adam (paper); > 0: AdamW with this decay.",
 )
 @click.option(
+    "--head-only-epochs",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="First epochs in which only the head learns (trunk frozen) [preset cpu: 2 of 2].",
+)
+@click.option(
     "--warmup-epochs",
     default=0.0,
     show_default=True,
@@ -195,10 +203,11 @@ def _explicit(ctx: click.Context, name: str) -> bool:
 )
 @click.option(
     "--crop-grid",
-    type=click.IntRange(1),
-    default=2,
+    type=click.IntRange(0),
+    default=0,
     show_default=True,
-    help="Crops per side at evaluation and scoring (with --crop).",
+    help="Crops per side at evaluation and scoring (with --crop); 0: the whole image in one "
+    "pass (fully convolutional models such as petct-cnn; MS-IQA needs a grid).",
 )
 @click.option(
     "--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"])

@@ -113,6 +113,13 @@ def load_iqa_dataset(path: str | Path) -> IqaDataset:
         return _load_petct_release(path)
     if (path / "train.json").is_file():
         return _load_ldctiqac(path)
+    if (path / "manifest.csv").is_file():
+        raise DatasetError(
+            f"{path}: a build-dataset folder without ratings (no mos.csv yet). Rate it with "
+            "`petctiqa collect-ratings serve` and write mos.csv with `collect-ratings export`, "
+            "or, for a pilot run only, simulate raters with `collect-ratings simulate` then "
+            "`collect-ratings export` (train then needs --allow-simulated)"
+        )
     raise DatasetError(
         f"{path}: no mos.csv (build-dataset), label.txt (PET-CT-IQA-DS), train.json "
         "(LDCTIQAC2023) found; pass one of these folders or a CSV with path,mos[,group]"

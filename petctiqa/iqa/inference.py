@@ -74,6 +74,8 @@ def predict_stacks(
     for index, stack in enumerate(stacks):
         counts[index] = len(stack)
         for item in stack:
+            if pending and item.shape != pending[0].shape:
+                run()  # whole images of different sizes cannot share a batch
             pending.append(item)
             owners.append(index)
             if len(pending) >= batch_size:

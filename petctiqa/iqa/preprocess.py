@@ -46,7 +46,8 @@ class Preprocessing:
 
     ``size`` is the resize target (``mode="resize"``) or the crop side (``mode="crops"``);
     ``grid`` is the number of crops per side at evaluation (``grid`` x ``grid`` crops, evenly
-    spread and 16-aligned, covering the image). The defaults are the reference code's.
+    spread and 16-aligned, covering the image); ``grid=0`` evaluates the whole image in one pass
+    (for fully convolutional models). The defaults are the reference code's.
     """
 
     size: int = 224
@@ -74,8 +75,8 @@ class Preprocessing:
             )
         if int(self.size) != self.size or self.size < 1:
             raise DatasetError(f"preprocessing: size must be a positive integer, got {self.size}")
-        if int(self.grid) != self.grid or self.grid < 1:
-            raise DatasetError(f"preprocessing: grid must be a positive integer, got {self.grid}")
+        if int(self.grid) != self.grid or self.grid < 0:
+            raise DatasetError(f"preprocessing: grid must be an integer >= 0, got {self.grid}")
         if self.mode == "crops" and self.size % CROP_ALIGN:
             raise DatasetError(
                 f"preprocessing: crop size must be a multiple of {CROP_ALIGN}, got {self.size}"
@@ -111,7 +112,7 @@ class Preprocessing:
     @property
     def crops_per_image(self) -> int:
         """Network inputs per image at evaluation."""
-        return self.grid * self.grid if self.mode == "crops" else 1
+        return self.grid * self.grid if self.mode == "crops" and self.grid else 1
 
 
 # ---------------------------------------------------------------------------- image reading
@@ -220,9 +221,10 @@ def grid_origins(length: int, side: int, count: int) -> list[int]:
 
 
 def grid_crops(array: np.ndarray, prep: Preprocessing) -> np.ndarray:
-    """(k, 3, S, S) evaluation inputs of one (3, H, W) array: one for ``resize``, the
-    ``grid`` x ``grid`` covering crops for ``crops`` (fewer when the image is small)."""
-    if prep.mode == "resize":
+    """(k, 3, S, S) evaluation inputs of one (3, H, W) array: one for ``resize`` and for
+    ``grid=0`` (the whole image), else the ``grid`` x ``grid`` covering crops (fewer when the
+    image is small)."""
+    if prep.mode == "resize" or prep.grid == 0:
         return array[None]
     _, height, width = array.shape
     side = crop_side(height, width, prep.size)

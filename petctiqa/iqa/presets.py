@@ -34,7 +34,7 @@ class Preset:
     pretrain_fields: tuple[str, ...] = field(default=())
 
 
-CPU_CROP = Preprocessing(size=256, mode="crops", grid=2)
+CPU_CROP = Preprocessing(size=256, mode="crops", grid=0)
 
 PRESETS: dict[str, Preset] = {
     "paper": Preset(
@@ -46,22 +46,25 @@ PRESETS: dict[str, Preset] = {
     "cpu": Preset(
         name="cpu",
         description=(
-            "petct-cnn on 256-px native crops (2x2 grid at evaluation), generator pretraining "
-            "on the training references, AdamW with head/trunk rates and cosine decay"
+            "petct-cnn on 256-px native crops (whole image at evaluation), generator "
+            "pretraining on the training references, closed-form response-table head refined "
+            "for 2 epochs with the trunk frozen (end-to-end fine-tuning lowered unseen-patient "
+            "SROCC on the dev sample)"
         ),
         train={
             "model_name": "petct-cnn",
-            "epochs": 6,
+            "epochs": 2,
+            "head_only_epochs": 2,
             "batch_size": 16,
-            "lr": 2e-4,
-            "head_lr": 2e-3,
+            "lr": 1e-4,
+            "head_lr": 1e-3,
             "weight_decay": 1e-4,
             "warmup_epochs": 0.5,
             "schedule": "cosine",
             "amp": "off",
         },
         preprocessing=CPU_CROP,
-        pretrain=PretrainOptions(steps=200, batch_size=16, lr=2e-3),
+        pretrain=PretrainOptions(steps=300, batch_size=16, lr=2e-3),
     ),
 }
 

@@ -359,6 +359,22 @@ def _write_outputs(
     plot_curves(out_dir / "curves.png", history)
 
 
+def _fit_head(setup: TrainSetup, samples: list[IqaSample], targets: np.ndarray, device) -> None:
+    """Closed-form fit of a model's quality head on the training images' evaluation inputs
+    (every rank computes the same fit, so DDP replicas start equal)."""
+    import torch
+
+    from petctiqa.iqa.preprocess import grid_crops
+
+    if device.type != "cpu":
+        setup.model.cpu()
+    stacks = (
+        grid_crops(load_input(s.image, preprocessing=setup.prep), setup.prep) for s in samples
+    )
+    setup.model.fit_quality_head(stacks, torch.from_numpy(targets.astype(np.float32)))
+    setup.model.to(device)
+
+
 def _restore(setup: TrainSetup, resume_state, dist_info):
     setup.model.load_state_dict(resume_state["model"])
     try:
@@ -432,6 +448,8 @@ def train(
         history = [dict(row) for row in resume_state.get("history", [])]
         best = dict(resume_state.get("best", best))
         start_epoch = int(resume_state["epoch"]) + 1
+    if resume_state is None and options.fit_head and hasattr(setup.model, "fit_quality_head"):
+        _fit_head(setup, sides.train, targets, device)
     net = setup.model
     if dist_info.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(

@@ -61,6 +61,9 @@ class TrainOptions:
     head_only_epochs: int = 0
     """First epochs in which only the head learns (the trunk is frozen, in eval mode): a new
     head first learns to read pretrained features before the features move."""
+    fit_head: bool = True
+    """Fit the head in closed form before the first epoch, for models that can
+    (``fit_quality_head``, e.g. petct-cnn's response table)."""
     max_seconds: float | None = None
     """Stop after the epoch that passes this much training time (equal-budget comparisons)."""
 

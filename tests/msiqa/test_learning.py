@@ -57,7 +57,7 @@ def test_registry_lists_both_models_and_refuses_unknown_or_duplicate_names():
 
 def test_petct_cnn_contract():
     model, config = build_model("petct-cnn")
-    assert sum(p.numel() for p in model.parameters()) == 287_524
+    assert sum(p.numel() for p in model.parameters()) == 270_846
     x = torch.zeros(2, 3, 64, 64)
     parts = model.eval().forward_parts(x)
     assert parts["score"].shape == (2,) and torch.equal(parts["w"], torch.ones(2))
@@ -66,13 +66,25 @@ def test_petct_cnn_contract():
     assert get_model_entry("petct-cnn").config_from_dict(config.to_dict()) == config
 
 
+def test_response_table_interpolates_and_fits_a_known_surface_exactly():
+    from petctiqa.models.petct_cnn import ResponseTable
+
+    table = ResponseTable(axes=3, knots=3)
+    grid = torch.tensor([[a, b, c] for a in (0, 0.5, 1) for b in (0, 0.5, 1) for c in (0, 0.5, 1)])
+    surface = 4 - grid.sum(dim=1) + 0.5 * (grid[:, 0] * grid[:, 2])  # an interaction term
+    table.fit(grid, surface, ridge=0.0)
+    assert table(grid).detach() == pytest.approx(surface, abs=1e-5)
+    between = torch.tensor([[0.25, 0.0, 0.0], [2.0, -1.0, 0.0]])  # midpoint; clamped corner
+    assert table(between).detach() == pytest.approx([3.75, 3.0], abs=1e-5)
+
+
 def test_models_command_prints_every_model():
     from petctiqa_cli.main import cli
 
     result = CliRunner().invoke(cli, ["models"])
     assert result.exit_code == 0, result.output
     assert "msiqa  (MS-IQA)" in result.output and "58,698,598" in result.output
-    assert "petct-cnn" in result.output and "287,524" in result.output
+    assert "petct-cnn" in result.output and "270,846" in result.output
 
 
 # -------------------------------------------------------------------------------- crops
@@ -86,6 +98,8 @@ def test_grid_crops_cover_the_image_on_the_16_pixel_grid():
     np.testing.assert_array_equal(crops[3], array[:, 256:, 256:])
     assert grid_origins(512, 224, 3) == [0, 144, 288]
     assert grid_crops(array, Preprocessing(size=224)).shape == (1, 3, 512, 512)
+    whole = Preprocessing(size=256, mode="crops", grid=0)
+    assert grid_crops(array, whole).shape == (1, 3, 512, 512) and whole.crops_per_image == 1
 
 
 def test_random_crop_is_aligned_and_seeded():
@@ -228,7 +242,7 @@ def test_preset_cpu_pretrain_train_score_and_evaluate_agree(mini_sides, tmp_path
         cli,
         ["train", "--data", str(train_side), "--test-data", str(test_side), "--out", str(run),
          "--preset", "cpu", "--epochs", "2", "--pretrain-steps", "2", "--crop", "64",
-         "--crop-grid", "2", "--batch-size", "8", "--device", "cpu"],
+         "--crop-grid", "0", "--batch-size", "8", "--device", "cpu"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert (run / "pretrain" / "pretrained.pt").is_file()
@@ -263,4 +277,31 @@ def test_preset_cpu_pretrain_train_score_and_evaluate_agree(mini_sides, tmp_path
     rows = list(csv.DictReader(out.read_text().splitlines()))
     assert [Path(r["source"]).name for r in rows] == [image.name, "bad.png"]
     assert math.isfinite(float(rows[0]["score"])) and rows[1]["error"]
-    assert rows[0]["model"] == "petct-cnn" and rows[0]["scale"] == "0..4"
+    assert rows[0]["scale"] == "0..4"
+
+
+def test_unrated_build_folder_says_how_to_get_ratings(tmp_path):
+    from petctiqa.iqa.data import load_iqa_dataset
+
+    (tmp_path / "manifest.csv").write_text("image\n")
+    with pytest.raises(DatasetError, match="collect-ratings export.*collect-ratings simulate"):
+        load_iqa_dataset(tmp_path)
+
+
+def test_version_1_checkpoints_still_load_as_msiqa(tmp_path, small_config):
+    """Checkpoints written before the registry (no model_name, format_version 1) load."""
+    from petctiqa.iqa.checkpoint import load_model
+    from petctiqa.msiqa.model import MsIqa
+
+    model = MsIqa(small_config)
+    payload = {
+        "format": "petctiqa-msiqa",
+        "format_version": 1,
+        "architecture": "MS-IQA",
+        "config": small_config.to_dict(),
+        "label_scale": {"low": 0.0, "high": 4.0},
+        "model": model.state_dict(),
+    }
+    torch.save(payload, tmp_path / "v1.pt")
+    loaded = load_model(tmp_path / "v1.pt")
+    assert isinstance(loaded.model, MsIqa) and loaded.preprocessing == Preprocessing(size=64)
