@@ -62,7 +62,7 @@ _ROW_VALUES = operator.attrgetter(*MANIFEST_COLUMNS)
 """A record's values in column order (``dataclasses.astuple`` deep-copies: 10x slower)."""
 _INT_COLUMNS = {"slice_number", "poisson_level", "gaussian_level", "jpeg_level", "jpeg_quality"}
 _FLOAT_COLUMNS = {"slice_position_mm", "poisson_value", "gaussian_sigma"}
-_PATH_COLUMNS = {"image", "reference"}
+PATH_COLUMNS = frozenset({"image", "reference"})
 """Paths relative to the dataset folder: a cell such as ``../../etc/x`` is refused on reading."""
 
 
@@ -96,7 +96,7 @@ def _parse_row(row: dict[str, str], path: Path, line: int) -> ImageRecord:
                 values[name] = int(raw)
             elif name in _FLOAT_COLUMNS:
                 values[name] = float(raw)
-            elif name in _PATH_COLUMNS:
+            elif name in PATH_COLUMNS:
                 values[name] = relative_inside(raw, f"{path}: line {line}: column '{name}'")
             else:
                 values[name] = raw
