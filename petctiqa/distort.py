@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from petctiqa.distortions import gaussian, impulse, shot
+from petctiqa.distortions.design import ImageCell, continuous_cells, grid_cells
 from petctiqa.distortions.gaussian import apply_gaussian_noise
 from petctiqa.distortions.impulse import apply_impulse_noise, impulse_probabilities
 from petctiqa.distortions.jpeg import (
@@ -54,6 +55,7 @@ __all__ = [
     "encode_jpeg",
     "impulse_probabilities",
     "reference_distort_image",
+    "slice_specs",
 ]
 
 _PIL_SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
@@ -86,6 +88,15 @@ class DistortionSpec:
         """Short level code used in image names, e.g. ``"p1g0j2"``."""
         return f"p{self.poisson_level}g{self.gaussian_level}j{self.jpeg_level}"
 
+    volume_key = ""
+    """The classic grid starts every image from the slice's reference render."""
+
+    def encode(
+        self, image: np.ndarray, rng: np.random.Generator, image_format: str, subsampling: str
+    ) -> bytes:
+        """The image file of this cell (:func:`distort_image`)."""
+        return distort_image(image, self, rng, image_format, subsampling)
+
     @property
     def is_reference(self) -> bool:
         """True for the undistorted cell (no noise; only the JPEG at the level-0 quality)."""
@@ -96,14 +107,14 @@ def distortion_grid(settings: DistortionSettings) -> list[DistortionSpec]:
     """All level combinations (27 for 3 levels each), ordered by poisson, gaussian, jpeg level.
 
     Only the classic grid (Poisson, Gaussian, JPEG, 3 levels each) is a grid of
-    :class:`DistortionSpec`; other ``[[distortions.axes]]`` are refused with a clear error.
+    :class:`DistortionSpec`; other ``[[distortions.axes]]`` are refused with a clear error
+    (their images are :func:`slice_specs`).
     """
     if settings.axes is not None:
         shown = ", ".join(f"{a.distortion} ({len(a.levels)} levels)" for a in settings.axes)
         raise PetctiqaError(
             f"this protocol's distortion axes ({shown}) are not the classic Poisson x Gaussian x "
-            "JPEG grid of 3 levels each, the only grid build-dataset makes so far; the axes "
-            "can be applied with petctiqa.distortions.pipeline"
+            "JPEG grid of 3 levels each; their images are petctiqa.distort.slice_specs"
         )
     return [
         DistortionSpec(
@@ -119,6 +130,19 @@ def distortion_grid(settings: DistortionSettings) -> list[DistortionSpec]:
         for g in range(len(settings.gaussian_sigmas))
         for j in range(len(settings.jpeg_qualities))
     ]
+
+
+def slice_specs(
+    settings: DistortionSettings, seed: int, slice_id: str
+) -> tuple[DistortionSpec, ...] | tuple[ImageCell, ...]:
+    """The images of one slice: the classic grid's :class:`DistortionSpec` (the same for every
+    slice), or the :class:`~petctiqa.distortions.design.ImageCell` of an axes protocol (a
+    continuous design draws them per slice)."""
+    if settings.axes is None:
+        return tuple(distortion_grid(settings))
+    if settings.images_per_slice is not None:
+        return continuous_cells(settings.axes, settings.images_per_slice, seed, slice_id)
+    return grid_cells(settings.axes)
 
 
 def _check_spec(spec: DistortionSpec) -> None:

@@ -18,7 +18,13 @@ from typing import Any
 
 from petctiqa.colormaps import COLORMAP_NAMES
 from petctiqa.errors import ProtocolError
-from petctiqa.protocol_axes import POISSON_PLUGINS, AxisSettings, classic_axes, parse_axes
+from petctiqa.protocol_axes import (
+    POISSON_PLUGINS,
+    AxisSettings,
+    check_design,
+    classic_axes,
+    parse_axes,
+)
 from petctiqa.protocol_extends import base_reference, check_chain, merge_protocol_data
 
 DEFAULT_DATASET_PROTOCOL = "pet-ct-iqa-ds"
@@ -74,6 +80,8 @@ class DistortionSettings:
     jpeg_qualities: tuple[int, ...] = (100, 70, 40)
     jpeg_subsampling: str = "4:2:0"
     axes: tuple[AxisSettings, ...] | None = None
+    images_per_slice: int | None = None
+    """A continuous design's image count per slice (its axes give ranges); None: a grid."""
 
     def grid_axes(self) -> tuple[AxisSettings, ...]:
         """The ordered axes of the grid, whichever TOML shape described them."""
@@ -402,7 +410,15 @@ def _parse_render(ren: TomlTable) -> RenderSettings:
 def _parse_distortions(dis: TomlTable) -> DistortionSettings:
     if dis.has("axes"):
         axes = parse_axes(dis)
+        images = (
+            dis.integer("images_per_slice", low=1, high=10000)
+            if dis.has("images_per_slice")
+            else None
+        )
+        check_design(dis, axes, images)
         dis.finish()
+        if images is not None:
+            return DistortionSettings(axes=axes, images_per_slice=images)
         return _settings_from_axes(axes)
     poi = dis.table("poisson")
     form = poi.string("form", choices=POISSON_FORMS)

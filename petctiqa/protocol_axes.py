@@ -13,6 +13,10 @@ Two TOML shapes describe the grid, and mean the same when they describe the same
       code = "d"                           # one letter of the image code (default: 1st letter)
       options = { sensitivity = 0.005 }    # optional plug-in settings
 
+  An axis may give ``range = [low, high]`` instead of ``levels``: a continuous design, where
+  ``distortions.images_per_slice`` images per slice each draw every ranged axis's value
+  uniformly from its range (seeded per image, see :mod:`petctiqa.distortions.design`).
+
 Axes must follow the order data flows in a build (PET/CT volume domains, then the fused image,
 then the file) and end with exactly one ``encoded_file`` axis (the JPEG that makes the file).
 A protocol that extends another and gives ``distortions.axes`` replaces the inherited grid.
@@ -38,11 +42,13 @@ class AxisSettings:
     distortion: str
     """Registered plug-in name (:func:`petctiqa.distortions.get_distortion`)."""
     levels: tuple[float, ...]
-    """The plug-in's parameter per level; level 0 first."""
+    """The plug-in's parameter per level; level 0 first (empty for a ranged axis)."""
     code: str
     """One lower-case letter; image codes read e.g. ``p1g0j2``."""
     options: tuple[tuple[str, Any], ...] = ()
     """Plug-in settings as sorted (key, value) pairs (hashable, JSON-friendly)."""
+    value_range: tuple[float, float] | None = None
+    """``(low, high)`` of a continuous axis (each image draws its value); None for levels."""
 
 
 def classic_axes(settings: DistortionSettings) -> tuple[AxisSettings, ...]:
@@ -81,8 +87,7 @@ def parse_axes(dis: TomlTable) -> tuple[AxisSettings, ...]:
                 f"acts on {plugin.domain} and must come before the {DOMAINS[last_domain]} axes",
             )
         last_domain = domain
-        parameter = plugin.parameter
-        levels = table.number_list("levels", None, low=parameter.low, high=parameter.high)
+        levels, value_range = _levels_or_range(table, plugin.parameter)
         code = table.string("code", name[0])
         if len(code) != 1 or not code.isalpha() or not code.islower():
             raise table.error("code", f"must be one lower-case letter, got {code!r}")
@@ -97,8 +102,43 @@ def parse_axes(dis: TomlTable) -> tuple[AxisSettings, ...]:
             except PetctiqaError as exc:
                 raise table.error("options", str(exc)) from None
         table.finish()
-        axes.append(AxisSettings(name, levels, code, tuple(sorted(options.items()))))
+        axes.append(AxisSettings(name, levels, code, tuple(sorted(options.items())), value_range))
     encoded = [a for a in axes if get_distortion(a.distortion).domain == "encoded_file"]
     if len(encoded) != 1:
         raise dis.error("axes", "must end with exactly one encoded_file axis (e.g. jpeg)")
     return tuple(axes)
+
+
+def _levels_or_range(table: TomlTable, parameter) -> tuple[tuple[float, ...], tuple | None]:
+    """An axis's ``levels`` or its ``range = [low, high]`` (exactly one of the two)."""
+    if table.has("levels") == table.has("range"):
+        raise table.error("levels", "must be given, or else range = [low, high] (not both)")
+    if table.has("levels"):
+        return table.number_list("levels", None, low=parameter.low, high=parameter.high), None
+    low, high = table.number_list("range", 2, low=parameter.low, high=parameter.high)
+    if not low < high:
+        raise table.error("range", f"must be [low, high] with low < high, got {[low, high]}")
+    if parameter.integer and (low != int(low) or high != int(high)):
+        raise table.error("range", f"must hold integers ({parameter.name}), got {[low, high]}")
+    return (), (low, high)
+
+
+def check_design(dis: TomlTable, axes: tuple[AxisSettings, ...], images: int | None) -> None:
+    """A continuous design (``images_per_slice``) has ranged axes (and single-level ones, held
+    fixed); a grid has none."""
+    ranged = [a for a in axes if a.value_range is not None]
+    if images is None and ranged:
+        raise dis.error(
+            "images_per_slice",
+            f"is missing: axis {ranged[0].code!r} gives a range (a continuous design)",
+        )
+    if images is not None:
+        if not ranged:
+            raise dis.error("images_per_slice", "needs at least one axis with range = [low, high]")
+        multi = [a for a in axes if len(a.levels) > 1]
+        if multi:
+            raise dis.error(
+                "images_per_slice",
+                f"cannot mix with levels: axis {multi[0].code!r} has {len(multi[0].levels)} "
+                "levels (give it a range, or a single level to hold it fixed)",
+            )

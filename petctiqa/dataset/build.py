@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 
 from petctiqa import __version__
+from petctiqa.dataset.axes_records import axes_records
 from petctiqa.dataset.candidates import choose_candidates, scan_source, substitutions
 from petctiqa.dataset.layout import (
     DATASET_JSON,
@@ -110,7 +111,7 @@ class _Resolved:
 
 
 def _resolve(options: BuildOptions) -> _Resolved:
-    from petctiqa.distort import distortion_grid
+    from petctiqa.distort import slice_specs
 
     protocol = options.protocol
     out_dir = Path(options.out_dir)
@@ -126,7 +127,9 @@ def _resolve(options: BuildOptions) -> _Resolved:
     if n_patients < 1 or k < 1:
         raise DatasetError(f"patients and slices must be >= 1, got {n_patients} and {k}")
     settings = build_settings(options, n_patients, k, image_format)
-    specs = tuple(distortion_grid(protocol.distortions))
+    # one slice's images (the count is the same for every slice; a continuous design draws
+    # each slice's own values in its tasks)
+    specs = tuple(slice_specs(protocol.distortions, options.seed, ""))
     jobs = options.jobs or available_cores()
     return _Resolved(out_dir, n_patients, k, image_format, jobs, specs, settings)
 
@@ -246,10 +249,15 @@ def _write_tables(
     returns the number of images."""
     protocol = options.protocol
     patients = list(done.patients.values())
-    records = _records(
-        patients, run.specs, done.outcomes, options.seed, run.image_format,
-        protocol.distortions.poisson_form,
-    )  # fmt: skip
+    if protocol.distortions.axes is None:
+        records = _records(
+            patients, run.specs, done.outcomes, options.seed, run.image_format,
+            protocol.distortions.poisson_form,
+        )  # fmt: skip
+    else:
+        records = axes_records(
+            patients, protocol.distortions, done.outcomes, options.seed, run.image_format
+        )
     expected = run.n_patients * run.slices * len(run.specs)
     if len(records) != expected:  # a bug, not a user error
         raise RuntimeError(f"built {len(records)} images, expected {expected}")

@@ -63,6 +63,7 @@ def write_json(path: Path, value: dict[str, Any], durable: bool = True) -> None:
 OUTPUT_FOLDERS = (
     "images",
     "references",
+    "renders",
     "sheets",
     f"sheets/{CROPS_DIR}",
     STATE_DIR,
@@ -91,6 +92,12 @@ def out_file(out_dir: Path, rel: str) -> Path:
 def reference_rel_path(slice_id: str) -> str:
     """``references/<slice_id>.png``, the slice's undistorted render."""
     return f"references/{slice_id}.png"
+
+
+def render_rel_path(slice_id: str, volume_key: str) -> str:
+    """``renders/<slice_id>_<key>.png``: the slice rendered after a protocol's PET/CT-domain
+    axes at the levels ``key`` names (the input of its fused-image and file axes)."""
+    return f"renders/{slice_id}_{safe_component(volume_key)}.png"
 
 
 def patient_state_path(out_dir: Path, patient_id: str) -> Path:

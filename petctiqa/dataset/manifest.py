@@ -1,6 +1,12 @@
-"""The dataset manifest: one :class:`ImageRecord` per distorted image, stored as ``manifest.csv``.
+"""The dataset manifest: one record per distorted image, stored as ``manifest.csv``.
 
-Columns (in this order) are the fields of :class:`ImageRecord`. Paths are relative to the dataset
+Columns (in this order) are the fields of :class:`ImageRecord` for the classic grid (Poisson x
+Gaussian x JPEG: these columns stay what they always were). A protocol with other
+``[[distortions.axes]]`` writes :class:`AxesImageRecord` rows: the same columns up to
+``reference``, then per axis in protocol order ``<stem>_level`` (grid axes only: the level
+index) and ``<stem>_<parameter>`` (the exact value the image was made with), then ``seed`` and
+``sha256``; ``<stem>`` is the distortion's name (``<name>_<code>`` when two axes share one),
+e.g. ``pet_count_reduction_level,pet_count_reduction_fraction``. Paths are relative to the dataset
 folder and use ``/``. Every image traces back to its DICOM source through the study, series and
 CT SOP instance UIDs; ``sha256`` is the hex digest of the image file's bytes.
 """
@@ -21,8 +27,8 @@ MANIFEST_NAME = "manifest.csv"
 
 
 @dataclass(frozen=True)
-class ImageRecord:
-    """One row of ``manifest.csv``: a distorted image and everything needed to reproduce it."""
+class ImageSource:
+    """The columns every manifest starts with: the image and the slice it was made from."""
 
     image: str
     """Relative path of the image file, e.g. ``images/PHANTOM-0001_s3_p1g0j2.jpg``."""
@@ -43,6 +49,13 @@ class ImageRecord:
     frame_of_reference_uid: str
     reference: str
     """Relative path of the undistorted reference render (PNG)."""
+
+
+@dataclass(frozen=True)
+class ImageRecord(ImageSource):
+    """One row of a classic ``manifest.csv``: a distorted image and everything needed to
+    reproduce it."""
+
     poisson_level: int
     gaussian_level: int
     jpeg_level: int
@@ -55,6 +68,69 @@ class ImageRecord:
     seed: int
     """Dataset seed; the image's generator is ``rng_for(seed, image_id)``."""
     sha256: str
+
+    @property
+    def parameters(self) -> dict[str, float]:
+        """The image's distortion parameters by column name."""
+        return {
+            "poisson_value": self.poisson_value,
+            "gaussian_sigma": self.gaussian_sigma,
+            "jpeg_quality": float(self.jpeg_quality),
+        }
+
+
+@dataclass(frozen=True)
+class AxisValue:
+    """One axis of an :class:`AxesImageRecord`: its value column, value and level."""
+
+    column: str
+    """``<stem>_<parameter>``, e.g. ``pet_count_reduction_fraction``."""
+    value: float
+    level: int | None = None
+    """Level index on a grid axis (written as ``<stem>_level`` before the value); None when
+    the value was drawn (a continuous design)."""
+    level_column: str | None = None
+
+
+@dataclass(frozen=True)
+class AxesImageRecord(ImageSource):
+    """One row of the manifest of a protocol with its own ``[[distortions.axes]]``."""
+
+    axes: tuple[AxisValue, ...]
+    seed: int
+    sha256: str
+
+    @property
+    def parameters(self) -> dict[str, float]:
+        """The image's distortion parameters by column name."""
+        return {axis.column: axis.value for axis in self.axes}
+
+    def columns(self) -> tuple[str, ...]:
+        middle = []
+        for axis in self.axes:
+            if axis.level_column is not None:
+                middle.append(axis.level_column)
+            middle.append(axis.column)
+        return (*SOURCE_COLUMNS, *middle, "seed", "sha256")
+
+    def values(self) -> list[object]:
+        middle: list[object] = []
+        for axis in self.axes:
+            if axis.level_column is not None:
+                middle.append(axis.level)
+            middle.append(axis.value)
+        return [*_SOURCE_VALUES(self), *middle, self.seed, self.sha256]
+
+
+def axis_stems(axes: list[tuple[str, str]]) -> list[str]:
+    """Column stems of ``(distortion, code)`` axes: the distortion's name, or
+    ``<name>_<code>`` for a name that more than one axis uses."""
+    names = [name for name, _ in axes]
+    return [name if names.count(name) == 1 else f"{name}_{code}" for name, code in axes]
+
+
+SOURCE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ImageSource))
+_SOURCE_VALUES = operator.attrgetter(*SOURCE_COLUMNS)
 
 
 MANIFEST_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ImageRecord))
@@ -72,24 +148,33 @@ def _format_value(value: object) -> str:
     return str(value)
 
 
-def manifest_text(records: list[ImageRecord]) -> str:
+def manifest_text(records: list[ImageRecord] | list[AxesImageRecord]) -> str:
     """The CSV text of a manifest (header + one line per record, ``\\n`` line ends)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
+    if records and isinstance(records[0], AxesImageRecord):
+        header = records[0].columns()
+        writer.writerow(header)
+        for record in records:
+            if record.columns() != header:  # type: ignore[union-attr]
+                raise ValueError(f"manifest rows differ in columns: {record.image}")
+            writer.writerow([_format_value(v) for v in record.values()])  # type: ignore[union-attr]
+        return buffer.getvalue()
     writer.writerow(MANIFEST_COLUMNS)
     for record in records:
         writer.writerow([_format_value(v) for v in _ROW_VALUES(record)])
     return buffer.getvalue()
 
 
-def write_manifest(path: Path, records: list[ImageRecord]) -> None:
+def write_manifest(path: Path, records: list[ImageRecord] | list[AxesImageRecord]) -> None:
     """Write ``records`` to ``path`` atomically."""
     atomic_write_text(path, manifest_text(records))
 
 
-def _parse_row(row: dict[str, str], path: Path, line: int) -> ImageRecord:
+def _parse_row(row: dict[str, str], path: Path, line: int, columns: tuple[str, ...] = ()):
+    """An :class:`ImageRecord`; with ``columns``, only those columns' values (a dict)."""
     values: dict[str, object] = {}
-    for name in MANIFEST_COLUMNS:
+    for name in columns or MANIFEST_COLUMNS:
         raw = row[name]
         try:
             if name in _INT_COLUMNS or name == "seed":
@@ -106,17 +191,62 @@ def _parse_row(row: dict[str, str], path: Path, line: int) -> ImageRecord:
             raise DatasetError(
                 f"{path}: line {line}: column '{name}' has bad value {raw!r}"
             ) from None
+    if columns:
+        return values
     return ImageRecord(**values)  # type: ignore[arg-type]
 
 
-def read_manifest(path: Path) -> list[ImageRecord]:
-    """Read ``manifest.csv``; a missing file or column raises :class:`DatasetError`."""
+def read_manifest(path: Path) -> list[ImageRecord] | list[AxesImageRecord]:
+    """Read ``manifest.csv`` (classic or axes columns, see the module docstring); a missing
+    file or column raises :class:`DatasetError`."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DatasetError(f"{path}: manifest not found") from None
     reader = csv.DictReader(io.StringIO(text))
-    missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
+    header = list(reader.fieldnames or [])
+    classic = any(
+        c in header for c in set(MANIFEST_COLUMNS) - set(SOURCE_COLUMNS) - {"seed", "sha256"}
+    )
+    missing = [
+        c
+        for c in (MANIFEST_COLUMNS if classic else (*SOURCE_COLUMNS, "seed", "sha256"))
+        if c not in header
+    ]
     if missing:
         raise DatasetError(f"{path}: manifest lacks column '{missing[0]}'")
-    return [_parse_row(row, Path(path), i + 2) for i, row in enumerate(reader)]
+    if classic:
+        return [_parse_row(row, Path(path), i + 2) for i, row in enumerate(reader)]
+    middle = header[header.index("reference") + 1 : header.index("seed")]
+    return [_parse_axes_row(row, middle, Path(path), i + 2) for i, row in enumerate(reader)]
+
+
+def _parse_axes_row(
+    row: dict[str, str], middle: list[str], path: Path, line: int
+) -> AxesImageRecord:
+    """An :class:`AxesImageRecord`: each ``*_level`` column belongs to the value column after it."""
+    source = _parse_row(row, path, line, SOURCE_COLUMNS)
+    axes: list[AxisValue] = []
+    level_column: str | None = None
+    for name in middle:
+        raw = row[name]
+        try:
+            if name.endswith("_level") and level_column is None:
+                level_column, level = name, int(raw)
+                continue
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise DatasetError(
+                f"{path}: line {line}: column '{name}' has bad value {raw!r}"
+            ) from None
+        axes.append(AxisValue(name, value, level if level_column else None, level_column))
+        level_column = None
+    if level_column is not None:
+        raise DatasetError(f"{path}: column '{level_column}' has no value column after it")
+    try:
+        seed = int(row["seed"])
+    except (TypeError, ValueError):
+        raise DatasetError(
+            f"{path}: line {line}: column 'seed' has bad value {row['seed']!r}"
+        ) from None
+    return AxesImageRecord(**source, axes=tuple(axes), seed=seed, sha256=row["sha256"])

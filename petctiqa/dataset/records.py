@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,30 @@ class SlicePlan:
     reference: str
     """Relative path of the reference PNG."""
     reference_sha256: str
+    renders: tuple[tuple[str, str, str], ...] = ()
+    """(volume key, relative path, sha256) of each render after the protocol's PET/CT-domain
+    axes (none for a protocol without them; then not recorded, see :func:`plan_state`)."""
+
+
+def plan_state(plan: PreparedPatient) -> dict:
+    """The patient's record as JSON (a slice without renders is recorded as before they
+    existed, so classic builds' state files keep their bytes)."""
+    state = dataclasses.asdict(plan)
+    for item in state["slices"]:
+        if not item["renders"]:
+            del item["renders"]
+        else:
+            item["renders"] = [list(r) for r in item["renders"]]
+    return state
+
+
+def plan_from_state(state: dict) -> PreparedPatient:
+    """:func:`plan_state` read back; raises KeyError/TypeError/ValueError when malformed."""
+    slices = []
+    for item in state["slices"]:
+        renders = tuple((str(k), str(rel), str(sha)) for k, rel, sha in item.get("renders", ()))
+        slices.append(SlicePlan(**{**item, "renders": renders}))
+    return PreparedPatient(**{**state, "slices": tuple(slices)})
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,11 @@ from petctiqa.dataset.layout import (
     patient_state_path,
     read_json,
     reference_rel_path,
+    render_rel_path,
     slice_id_for,
     slice_state_path,
 )
-from petctiqa.dataset.records import BuildOptions, PreparedPatient, SlicePlan
+from petctiqa.dataset.records import BuildOptions, PreparedPatient, SlicePlan, plan_from_state
 from petctiqa.dataset.tasks import SliceTask
 from petctiqa.errors import DatasetError
 
@@ -53,10 +54,8 @@ def reusable_patient(out_dir: Path, pair: PetCtPair, k: int) -> PreparedPatient 
     if state is None:
         return None
     try:
-        plan = PreparedPatient(
-            **{**state, "slices": tuple(SlicePlan(**s) for s in state["slices"])}  # type: ignore[arg-type]
-        )
-    except (KeyError, TypeError):
+        plan = plan_from_state(state)
+    except (KeyError, TypeError, ValueError):
         return None
     same_pair = (plan.study_uid, plan.ct_series_uid, plan.pet_series_uid) == (
         pair.study_uid,
@@ -73,6 +72,9 @@ def reusable_patient(out_dir: Path, pair: PetCtPair, k: int) -> PreparedPatient 
             return None
         if file_sha256(out_file(out_dir, item.reference)) != item.reference_sha256:
             return None
+        for key, rel, sha in item.renders:
+            if rel != render_rel_path(slice_id, key) or file_sha256(out_file(out_dir, rel)) != sha:
+                return None
     return plan
 
 
@@ -94,6 +96,10 @@ def build_settings(options: BuildOptions, n_patients: int, k: int, image_format:
     """Everything that determines the dataset's bytes (checked against an earlier run)."""
     protocol = dataclasses.asdict(options.protocol)
     protocol.pop("source", None)
+    if protocol["distortions"]["images_per_slice"] is None:
+        # a grid: recorded as before continuous designs existed, so that earlier builds'
+        # folders still resume (their recorded settings must match these)
+        del protocol["distortions"]["images_per_slice"]
     return {
         "protocol": protocol,
         "seed": options.seed,

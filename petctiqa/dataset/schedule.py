@@ -35,6 +35,7 @@ class Job:
     n_patients: int
     slices: int
     specs: tuple
+    """The images of one slice (a continuous design draws each slice's own: see slice_specs)."""
     seed: int
     image_format: str
 
@@ -120,16 +121,21 @@ class Scheduler:
             sel.margin_fraction,
             sel.min_body_fraction,
             job.protocol.render,
+            job.protocol.distortions,
+            job.seed,
         )
         runner = self._inline if self.starter.is_alive() else self.executor
         self._running[runner.submit(timed, self.prepare, task)] = ("patient", pid)
         self._patients_in_flight += 1
 
     def _submit_slices(self, patient: PreparedPatient) -> None:
+        from petctiqa.distort import slice_specs
+
         job = self.job
         subsampling = job.protocol.distortions.jpeg_subsampling
         for item in patient.slices:
-            task = slice_task(item, job.out_dir, job.specs, job.seed, job.image_format, subsampling)
+            specs = slice_specs(job.protocol.distortions, job.seed, item.slice_id)
+            task = slice_task(item, job.out_dir, specs, job.seed, job.image_format, subsampling)
             future = self.executor.submit(timed, distort_slice, task)
             self._running[future] = ("slice", item.slice_id)
 

@@ -1,7 +1,11 @@
-"""Contact sheets: the 27 images of one slice in a labelled 3 x 9 grid, one PNG per slice.
+"""Contact sheets: the images of one slice in a labelled grid, one PNG per slice.
 
-Row r is Poisson level r; column c is Gaussian level ``c // 3`` and JPEG level ``c % 3``, so the
-reference (P0 G0 Q100) is top left and the strongest distortion bottom right. Each tile is the
+Each tile says its (row, column); the grid is as large as its tiles need. The classic grid
+(:class:`SheetTile`) is 3 x 9: row r is Poisson level r; column c is Gaussian level ``c // 3``
+and JPEG level ``c % 3``, so the reference (P0 G0 Q100) is top left and the strongest
+distortion bottom right. Other protocols' tiles (:class:`GridTile`) place themselves (see
+:mod:`petctiqa.distortions.design`: first axis down, the others across; a continuous design
+in rows of 9). Each tile is the
 image file itself, decoded and downscaled to ``tile`` pixels (128: a 512x512 JPEG is decoded
 straight at quarter scale by libjpeg's DCT scaling, the cheapest faithful thumbnail), and
 labelled ``P<level> G<level> Q<quality>`` underneath. The grid, labels and background depend
@@ -30,8 +34,6 @@ from PIL import Image, ImageDraw, ImageFont
 
 from petctiqa.png import encode_png_rgb
 
-GRID_ROWS = 3
-GRID_COLUMNS = 9
 TILE_PX = 128
 LABEL_PX = 16
 TITLE_PX = 22
@@ -65,6 +67,20 @@ class SheetTile:
     def cell(self) -> tuple[int, int]:
         """(row, column) in the 3 x 9 grid."""
         return self.poisson_level, 3 * self.gaussian_level + self.jpeg_level
+
+
+@dataclass(frozen=True)
+class GridTile:
+    """A grid cell of any protocol: its place, its label and the image file's bytes."""
+
+    cell: tuple[int, int]
+    label: str
+    encoded: bytes
+
+
+def _grid_shape(cells: tuple[tuple[tuple[int, int], str], ...]) -> tuple[int, int]:
+    """(rows, columns) that hold every cell (3 x 9 for the classic 27)."""
+    return max(c[0][0] for c in cells) + 1, max(c[0][1] for c in cells) + 1
 
 
 def _start_of_frame(encoded: bytes) -> tuple[int, int] | None:
@@ -153,8 +169,9 @@ def _tile_origin(cell: tuple[int, int], tile: int) -> tuple[int, int]:
 @functools.lru_cache(maxsize=8)
 def _labelled_grid_bgr(cells: tuple[tuple[tuple[int, int], str], ...], tile: int) -> np.ndarray:
     """The sheet without title and thumbnails: background and the label under every cell."""
-    width = GRID_COLUMNS * tile + (GRID_COLUMNS + 1) * GAP_PX
-    height = TITLE_PX + GRID_ROWS * (tile + LABEL_PX + GAP_PX) + GAP_PX
+    rows, columns = _grid_shape(cells)
+    width = columns * tile + (columns + 1) * GAP_PX
+    height = TITLE_PX + rows * (tile + LABEL_PX + GAP_PX) + GAP_PX
     sheet = Image.new("RGB", (width, height), BACKGROUND[::-1])  # BGR order, see below
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default(size=12)
@@ -174,7 +191,9 @@ def _title_strip_bgr(title: str, width: int) -> np.ndarray:
     return np.asarray(strip)
 
 
-def contact_sheet_png(title: str, tiles: Sequence[SheetTile], tile: int = TILE_PX) -> bytes:
+def contact_sheet_png(
+    title: str, tiles: Sequence[SheetTile | GridTile], tile: int = TILE_PX
+) -> bytes:
     """A PNG contact sheet of ``tiles`` (27 for a full slice) under a one-line ``title``.
 
     The sheet is assembled in OpenCV's BGR channel order, the order the thumbnails are decoded
@@ -247,7 +266,7 @@ def crops_bgr(encoded: Sequence[bytes], crop: int = CROP_PX) -> list[np.ndarray]
 
 
 def crops_sheet_png(
-    title: str, tiles: Sequence[SheetTile], size: tuple[int, int], crop: int = CROP_PX
+    title: str, tiles: Sequence[SheetTile | GridTile], size: tuple[int, int], crop: int = CROP_PX
 ) -> bytes:
     """A PNG of ``tiles``' 1:1 crops in the contact sheet's grid; ``size`` is the images'
     (width, height), used to state the crop region in the title."""
@@ -268,7 +287,7 @@ def slice_sheet_paths(sheets_dir: Path, slice_id: str) -> tuple[Path, Path]:
 
 
 def slice_sheets_png(
-    title: str, tiles: Sequence[SheetTile], size: tuple[int, int]
+    title: str, tiles: Sequence[SheetTile | GridTile], size: tuple[int, int]
 ) -> tuple[bytes, bytes]:
     """(contact sheet, crops sheet) PNGs of one slice's tiles (images of ``size``)."""
     return contact_sheet_png(title, tiles), crops_sheet_png(title, tiles, size)

@@ -2,10 +2,12 @@
 
 1. :func:`prepare_patient`: load the CT (HU) and PET (SUV) volumes once, choose the K slices,
    render each slice's undistorted reference once and write it as a lossless PNG
-   (``references/<slice_id>.png``);
-2. :func:`distort_slice`: read the reference, make its 27 distorted images (the generator of
-   image ``<slice_id>_<code>`` is ``rng_for(seed, image_id)``), write them and the slice's
-   contact sheets.
+   (``references/<slice_id>.png``); a protocol with PET/CT-domain axes also gets one render
+   per distinct combination of their values (``renders/<slice_id>_<key>.png``, see
+   :func:`petctiqa.distortions.pipeline.render_volume_cells`);
+2. :func:`distort_slice`: read the reference (and renders), make the slice's distorted images
+   (27 for the classic grid; the generator of image ``<slice_id>_<code>`` is
+   ``rng_for(seed, image_id)``), write them and the slice's contact sheets.
 
 Both skip what an earlier run wrote and recorded (verified by sha256) and record what they
 wrote under ``.build-state/``. Tasks and results are small picklable records.
@@ -13,7 +15,6 @@ wrote under ``.build-state/``. Tasks and results are small picklable records.
 
 from __future__ import annotations
 
-import dataclasses
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,14 +27,16 @@ from petctiqa.dataset.layout import (
     out_file,
     patient_state_path,
     reference_rel_path,
+    render_rel_path,
     sha256_hex,
     slice_id_for,
     slice_state_path,
     write_json,
 )
-from petctiqa.dataset.records import PreparedPatient, SliceOutcome, SlicePlan
+from petctiqa.dataset.records import PreparedPatient, SliceOutcome, SlicePlan, plan_state
 from petctiqa.dataset.select import NoUsableSlices, body_fractions, choose_slices
 from petctiqa.dataset.sheets import (
+    GridTile,
     SheetTile,
     read_sheets_digest,
     sheets_digest,
@@ -42,12 +45,13 @@ from petctiqa.dataset.sheets import (
 )
 from petctiqa.errors import DatasetError
 from petctiqa.png import encode_png_rgb
-from petctiqa.protocol import RenderSettings
+from petctiqa.protocol import DistortionSettings, RenderSettings
 from petctiqa.seeding import rng_for
 
 if TYPE_CHECKING:
     from petctiqa.dicom.pairing import PetCtPair
     from petctiqa.distort import DistortionSpec
+    from petctiqa.distortions.design import ImageCell
 
 WRITER_THREADS = 2
 """Threads per worker that write finished files while the worker computes the next image."""
@@ -61,10 +65,14 @@ class PatientTask:
     margin_fraction: float
     min_body_fraction: float
     render: RenderSettings
+    distortions: DistortionSettings | None = None
+    """The protocol's grid; only its PET/CT-domain axes matter here."""
+    seed: int = 0
 
 
 def prepare_patient(task: PatientTask) -> PreparedPatient:
-    """Load one patient's volumes, choose K slices and write their reference renders."""
+    """Load one patient's volumes, choose K slices and write their reference renders (and the
+    renders after the protocol's PET/CT-domain axes)."""
     from petctiqa.dicom.suv import load_pet_suv
     from petctiqa.dicom.volume import load_volume
     from petctiqa.render import render_slice
@@ -84,6 +92,8 @@ def prepare_patient(task: PatientTask) -> PreparedPatient:
     except NoUsableSlices as exc:
         raise NoUsableSlices(f"patient {pair.patient_id}: {exc}") from None
     positions = ct.slice_positions_mm
+    volume_axes = _has_volume_axes(task.distortions)
+    acquisition = _acquisition(pair, task.distortions) if volume_axes else None
     plans = []
     for number, ct_index in enumerate(chosen, start=1):
         slice_id = slice_id_for(pair.patient_id, number)
@@ -92,6 +102,9 @@ def prepare_patient(task: PatientTask) -> PreparedPatient:
         target = out_file(task.out_dir, reference)
         if file_sha256(target) != sha256_hex(png):
             atomic_write_bytes(target, png, durable=False)  # see distort_slice
+        renders = ()
+        if volume_axes:
+            renders = _write_volume_renders(task, pet, ct, int(ct_index), slice_id, acquisition)
         plans.append(
             SlicePlan(
                 slice_id=slice_id,
@@ -101,6 +114,7 @@ def prepare_patient(task: PatientTask) -> PreparedPatient:
                 ct_sop_uid=ct.sop_instance_uids[ct_index],
                 reference=reference,
                 reference_sha256=sha256_hex(png),
+                renders=renders,
             )
         )
     plan = PreparedPatient(
@@ -111,17 +125,56 @@ def prepare_patient(task: PatientTask) -> PreparedPatient:
         frame_of_reference_uid=pair.frame_of_reference_uid,
         slices=tuple(plans),
     )
-    write_json(
-        patient_state_path(task.out_dir, pair.patient_id), dataclasses.asdict(plan), durable=False
-    )
+    write_json(patient_state_path(task.out_dir, pair.patient_id), plan_state(plan), durable=False)
     return plan
+
+
+def _has_volume_axes(distortions: DistortionSettings | None) -> bool:
+    from petctiqa.distortions.design import has_volume_axes
+
+    return (
+        distortions is not None
+        and distortions.axes is not None
+        and has_volume_axes(distortions.axes)
+    )
+
+
+def _acquisition(pair: PetCtPair, distortions: DistortionSettings):
+    """The PET's acquisition facts, read only when a PET-activity axis needs them."""
+    from petctiqa.distortions.registry import get_distortion
+    from petctiqa.distortions.slices import pet_acquisition
+
+    domains = {get_distortion(a.distortion).domain for a in distortions.axes or ()}
+    return pet_acquisition(pair.pet) if "pet_activity" in domains else None
+
+
+def _write_volume_renders(
+    task: PatientTask, pet, ct, ct_index: int, slice_id: str, acquisition
+) -> tuple[tuple[str, str, str], ...]:
+    """Render and write every distinct PET/CT-domain combination of one slice's images."""
+    from petctiqa.distort import slice_specs
+    from petctiqa.distortions.pipeline import render_volume_cells
+
+    cells = slice_specs(task.distortions, task.seed, slice_id)
+    images = render_volume_cells(
+        pet, ct, ct_index, task.render, cells, task.seed, slice_id, acquisition
+    )
+    renders = []
+    for key in sorted(images):
+        png = encode_png_rgb(images[key], "sub")
+        rel = render_rel_path(slice_id, key)
+        target = out_file(task.out_dir, rel)
+        if file_sha256(target) != sha256_hex(png):
+            atomic_write_bytes(target, png, durable=False)  # see distort_slice
+        renders.append((key, rel, sha256_hex(png)))
+    return tuple(renders)
 
 
 @dataclass(frozen=True)
 class SliceTask:
     plan: SlicePlan
     out_dir: Path
-    specs: tuple[DistortionSpec, ...]
+    specs: tuple[DistortionSpec, ...] | tuple[ImageCell, ...]
     seed: int
     image_format: str
     subsampling: str
@@ -131,16 +184,10 @@ class SliceTask:
 
 
 def distort_slice(task: SliceTask) -> SliceOutcome:
-    """Write the 27 distorted images of one slice and its contact sheet (skipping verified ones)."""
-    from petctiqa.distort import decode_image, distort_image
-
+    """Write the distorted images of one slice and its contact sheet (skipping verified ones)."""
     plan = task.plan
-    reference_bytes = out_file(task.out_dir, plan.reference).read_bytes()
-    if sha256_hex(reference_bytes) != plan.reference_sha256:
-        raise DatasetError(
-            f"{task.out_dir / plan.reference}: reference render changed during build"
-        )
-    reference = decode_image(reference_bytes)
+    inputs = _RenderInputs(task)
+    reference = inputs.pixels("")
     expected = dict(task.expected or ())
     hashes: list[tuple[str, str]] = []
     tiles: list[SheetTile] = []
@@ -161,9 +208,8 @@ def distort_slice(task: SliceTask) -> SliceOutcome:
             if data is None:
                 # no record of this image (e.g. interrupted before the slice state was written)
                 # or it is missing/damaged: recompute it, rewrite only when the bytes differ
-                data = distort_image(
-                    reference,
-                    spec,
+                data = spec.encode(
+                    inputs.pixels(spec.volume_key),
                     rng_for(task.seed, image_id),
                     task.image_format,
                     task.subsampling,
@@ -172,15 +218,7 @@ def distort_slice(task: SliceTask) -> SliceOutcome:
                     writes.append(writer.submit(atomic_write_bytes, path, data, durable=False))
                     written += 1
             hashes.append((image_id, sha256_hex(data)))
-            tiles.append(
-                SheetTile(
-                    spec.poisson_level,
-                    spec.gaussian_level,
-                    spec.jpeg_level,
-                    spec.jpeg_quality,
-                    data,
-                )
-            )
+            tiles.append(_tile(spec, data))
         # the contact sheet and the 1:1 crops sheet, verified together by one digest
         sheet_paths = slice_sheet_paths(task.out_dir / "sheets", plan.slice_id)
         sheet_sha = task.sheet_sha256
@@ -203,3 +241,38 @@ def distort_slice(task: SliceTask) -> SliceOutcome:
         durable=False,
     )
     return SliceOutcome(plan.slice_id, tuple(hashes), written)
+
+
+class _RenderInputs:
+    """A slice's reference render ("") and PET/CT-domain renders, each read, checked against
+    its recorded sha256 and decoded once, when first needed."""
+
+    def __init__(self, task: SliceTask) -> None:
+        plan = task.plan
+        self._out_dir = task.out_dir
+        self._files = {"": (plan.reference, plan.reference_sha256)}
+        self._files.update({key: (rel, sha) for key, rel, sha in plan.renders})
+        self._decoded: dict = {}
+
+    def pixels(self, key: str):
+        from petctiqa.distort import decode_image
+
+        if key not in self._decoded:
+            if key not in self._files:
+                raise DatasetError(f"{self._out_dir}: no render {key!r} recorded for this slice")
+            rel, sha = self._files[key]
+            data = out_file(self._out_dir, rel).read_bytes()
+            if sha256_hex(data) != sha:
+                what = "reference render" if key == "" else "render"
+                raise DatasetError(f"{self._out_dir / rel}: {what} changed during build")
+            self._decoded[key] = decode_image(data)
+        return self._decoded[key]
+
+
+def _tile(spec, data: bytes) -> SheetTile | GridTile:
+    """The contact-sheet tile of one image (the classic grid's tiles as they always were)."""
+    if hasattr(spec, "poisson_level"):
+        return SheetTile(
+            spec.poisson_level, spec.gaussian_level, spec.jpeg_level, spec.jpeg_quality, data
+        )
+    return GridTile(spec.sheet_cell, spec.label, data)

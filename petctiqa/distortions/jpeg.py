@@ -107,7 +107,7 @@ DISTORTION = register_distortion(
     Distortion(
         name=NAME,
         domain="encoded_file",
-        parameter=Parameter("quality", "libjpeg quality", 100.0, 1.0, 100.0),
+        parameter=Parameter("quality", "libjpeg quality", 100.0, 1.0, 100.0, integer=True),
         summary="baseline JPEG at a libjpeg quality (standard tables, 4:2:0); the image file",
         apply=JpegStage(),
         configure=configure,

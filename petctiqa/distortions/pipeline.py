@@ -13,11 +13,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from petctiqa.dicom.records import Volume
+from petctiqa.distortions.design import ImageCell
 from petctiqa.distortions.registry import get_distortion
 from petctiqa.distortions.slices import PetAcquisition, PetCtSlice, pet_ct_slice
 from petctiqa.errors import PetctiqaError
 from petctiqa.protocol import RenderSettings
 from petctiqa.protocol_axes import AxisSettings
+from petctiqa.seeding import rng_for
 
 SLICE_DOMAINS = ("pet_activity", "ct_hu")
 
@@ -59,3 +61,55 @@ def render_distorted_slice(
     data = apply_slice_distortions(pet_ct_slice(pet, ct, ct_index, acquisition), steps, rng)
     pet_on_ct = data.pet if settings.mode != "ct" else np.zeros_like(data.pet)
     return fuse_pet_on_ct(data.ct_hu, pet_on_ct, settings)
+
+
+def render_volume_cells(
+    pet: Volume,
+    ct: Volume,
+    ct_index: int,
+    settings: RenderSettings,
+    cells: Sequence[ImageCell],
+    seed: int,
+    slice_id: str,
+    acquisition: PetAcquisition | None = None,
+) -> dict[str, np.ndarray]:
+    """The fused render of every distinct ``volume_key`` of ``cells`` (the empty key, the
+    reference render, is left to the caller).
+
+    The PET steps and the CT steps run as two chains from the same cut slice (a PET step
+    changes only the PET, a CT step only the CT, and every PET axis comes before every CT
+    axis, so PET steps see the unchanged CT); each chain's state after a step is computed once
+    per key (:meth:`ImageCell.volume_steps`) with the generator
+    ``rng_for(seed, "<slice_id>_<key>")``, and the render fuses one state of each chain.
+    """
+    from petctiqa.render import SUV_UNITS, fuse_pet_on_ct
+
+    if settings.mode != "ct" and pet.unit not in SUV_UNITS:
+        raise PetctiqaError(f"the render needs the PET in SUV, got {pet.unit!r}")
+    base = pet_ct_slice(pet, ct, ct_index, acquisition)
+    cache: dict[str, PetCtSlice] = {}
+    renders: dict[str, np.ndarray] = {}
+    for cell in cells:
+        key = cell.volume_key
+        if not key or key in renders:
+            continue
+        pet_state = _run_chain(base, cell.volume_steps("pet_activity"), cache, seed, slice_id)
+        ct_state = _run_chain(base, cell.volume_steps("ct_hu"), cache, seed, slice_id)
+        pet_on_ct = pet_state.pet if settings.mode != "ct" else np.zeros_like(pet_state.pet)
+        renders[key] = fuse_pet_on_ct(ct_state.ct_hu, pet_on_ct, settings)
+    return renders
+
+
+def _run_chain(
+    data: PetCtSlice,
+    steps: Sequence[tuple[str, AxisSettings, float]],
+    cache: dict[str, PetCtSlice],
+    seed: int,
+    slice_id: str,
+) -> PetCtSlice:
+    for key, axis, value in steps:
+        if key not in cache:
+            plugin = get_distortion(axis.distortion).with_options(dict(axis.options))
+            cache[key] = plugin(data, value, rng_for(seed, f"{slice_id}_{key}"))
+        data = cache[key]
+    return data

@@ -9,6 +9,9 @@ values along each ray (so a line integral in physical units is ``radon(mu) * pix
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
+
 import cv2
 import numpy as np
 
@@ -81,11 +84,36 @@ def from_work_grid(image: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(image, (side, side), interpolation=cv2.INTER_LINEAR)
 
 
+_PROJECTIONS: OrderedDict[tuple, np.ndarray] = OrderedDict()
+PROJECTION_CACHE_SIZE = 8
+"""Sinograms kept by :func:`forward_project`: a dataset build applies each model at several
+levels to the same slice, and the noise-free projections (the CT's line integrals, the PET's
+attenuation and activity) do not depend on the level."""
+
+
 def forward_project(image: np.ndarray, theta: np.ndarray) -> np.ndarray:
-    """Ray sums (bins x views) of a square image, in pixel units (scikit-image ``radon``)."""
+    """Ray sums (bins x views) of a square image, in pixel units (scikit-image ``radon``).
+
+    Deterministic, so the last few results are kept, keyed by the image's and the angles'
+    bytes; the returned array is read-only (callers compute new arrays from it)."""
     from skimage.transform import radon
 
-    return radon(image, theta=theta, circle=False, preserve_range=True)
+    key = (
+        image.shape,
+        image.dtype.str,
+        hashlib.sha1(np.ascontiguousarray(image).data).hexdigest(),
+        hashlib.sha1(np.ascontiguousarray(theta, dtype=np.float64).data).hexdigest(),
+    )
+    cached = _PROJECTIONS.get(key)
+    if cached is not None:
+        _PROJECTIONS.move_to_end(key)
+        return cached
+    sinogram = radon(image, theta=theta, circle=False, preserve_range=True)
+    sinogram.flags.writeable = False
+    _PROJECTIONS[key] = sinogram
+    while len(_PROJECTIONS) > PROJECTION_CACHE_SIZE:
+        _PROJECTIONS.popitem(last=False)
+    return sinogram
 
 
 def filtered_back_projection(

@@ -45,6 +45,8 @@ class Parameter:
     """Smallest allowed value."""
     high: float = float("inf")
     """Largest allowed value."""
+    integer: bool = False
+    """Only whole numbers are valid (e.g. a JPEG quality); a drawn value is an integer."""
 
     def check(self, value: float, owner: str) -> None:
         if not (self.low <= value <= self.high):

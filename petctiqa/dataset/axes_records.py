@@ -1,0 +1,65 @@
+"""Manifest rows of a protocol with its own ``[[distortions.axes]]`` (the classic grid's rows
+are made in :mod:`petctiqa.dataset.build`): one :class:`AxesImageRecord` per image, with every
+axis's level (grid axes) and exact parameter value (see :mod:`petctiqa.dataset.manifest`)."""
+
+from __future__ import annotations
+
+from petctiqa.dataset.layout import image_rel_path
+from petctiqa.dataset.manifest import AxesImageRecord, AxisValue, axis_stems
+from petctiqa.dataset.records import PreparedPatient, SliceOutcome
+from petctiqa.protocol import DistortionSettings
+
+
+def axes_records(
+    plans: list[PreparedPatient],
+    settings: DistortionSettings,
+    outcomes: dict[str, SliceOutcome],
+    seed: int,
+    image_format: str,
+) -> list[AxesImageRecord]:
+    from petctiqa.distort import slice_specs
+    from petctiqa.distortions import get_distortion
+
+    axes = settings.axes or ()
+    stems = axis_stems([(a.distortion, a.code) for a in axes])
+    value_columns = [
+        f"{stem}_{get_distortion(a.distortion).parameter.name}"
+        for stem, a in zip(stems, axes, strict=True)
+    ]
+    records = []
+    for plan in sorted(plans, key=lambda p: p.patient_id):
+        for item in plan.slices:
+            hashes = dict(outcomes[item.slice_id].image_sha256)
+            for cell in slice_specs(settings, seed, item.slice_id):
+                image_id = f"{item.slice_id}_{cell.code}"
+                values = tuple(
+                    AxisValue(
+                        column,
+                        float(value),
+                        level if axis.value_range is None else None,
+                        f"{stem}_level" if axis.value_range is None else None,
+                    )
+                    for stem, column, axis, value, level in zip(
+                        stems, value_columns, axes, cell.values, cell.levels, strict=True
+                    )
+                )
+                records.append(
+                    AxesImageRecord(
+                        image=image_rel_path(image_id, image_format),
+                        image_id=image_id,
+                        patient_id=plan.patient_id,
+                        slice_id=item.slice_id,
+                        slice_number=item.slice_number,
+                        slice_position_mm=item.position_mm,
+                        study_uid=plan.study_uid,
+                        ct_series_uid=plan.ct_series_uid,
+                        pet_series_uid=plan.pet_series_uid,
+                        ct_sop_uid=item.ct_sop_uid,
+                        frame_of_reference_uid=plan.frame_of_reference_uid,
+                        reference=item.reference,
+                        axes=values,
+                        seed=seed,
+                        sha256=hashes[image_id],
+                    )
+                )
+    return records
