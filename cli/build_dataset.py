@@ -35,7 +35,8 @@ import click
     "--protocol",
     default="pet-ct-iqa-ds",
     show_default=True,
-    help="Shipped protocol name (pet-ct-iqa-ds, pet-ct-iqa-ds-shot) or path to a TOML file.",
+    help="Shipped protocol name (pet-ct-iqa-ds, pet-ct-iqa-ds-shot, pet-ct-lowdose, "
+    "pet-ct-iqa-ds-continuous) or path to a TOML file.",
 )
 @click.option(
     "--jobs",
@@ -86,7 +87,8 @@ def build_dataset(
 ) -> None:
     """Build the PET-CT-IQA-DS image set: N patients x K slices x 27 distortions.
 
-    Writes OUT/images/, OUT/references/ (undistorted renders), OUT/sheets/ (one 3x9 contact
+    Writes OUT/images/, OUT/references/ (undistorted renders; OUT/renders/: the renders after
+    a protocol's PET/CT-domain distortions), OUT/sheets/ (one 3x9 contact
     sheet per slice; OUT/sheets/crops/: the same grid of 1:1 crops of the image centre),
     OUT/manifest.csv, OUT/split.csv and OUT/dataset.json. Without --src the phantom's DICOM
     is generated once into a cache folder outside OUT (stderr says where). Output is
@@ -99,6 +101,7 @@ def build_dataset(
       petctiqa build-dataset --src lung-pet-ct-dx/ --out ds/
       petctiqa build-dataset --src lung-pet-ct-dx/ --out ds-shot/ --protocol pet-ct-iqa-ds-shot
       petctiqa build-dataset --out small/ --patients 2 --slices 2 --jobs 2 --format png
+      petctiqa build-dataset --out lowdose/ --protocol pet-ct-lowdose --patients 2 --slices 2
       petctiqa build-dataset --src dicom/ --out ds/ --protocol my-protocol.toml --seed 7
     """
     from petctiqa.dataset.build import BuildOptions
@@ -133,7 +136,8 @@ def build_dataset(
         raise DatasetError(f"{exc}; use another --out") from None
     click.echo(
         f"dataset complete: {summary.images} images ({len(summary.patients)} patients x "
-        f"{summary.slices // max(len(summary.patients), 1)} slices x 27) in {summary.out_dir} "
+        f"{summary.slices // max(len(summary.patients), 1)} slices x "
+        f"{summary.images // max(summary.slices, 1)}) in {summary.out_dir} "
         f"[{summary.images_written} written, {summary.images_verified} verified, "
         f"{summary.seconds:.1f} s]"
     )

@@ -448,22 +448,34 @@ def aggregate_cmd(
 @click.option(
     "--seed", default=0, show_default=True, type=int, help="Seed of the simulated scores."
 )
-def simulate(dataset, db, scale, raters, seed) -> None:
+@click.option(
+    "--latent-model",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="JSON file mapping the manifest's parameter columns to latent quality "
+    "(intercept + coefficients); required for protocols other than the published grid.",
+)
+def simulate(dataset, db, scale, raters, seed, latent_model) -> None:
     """Fill the study with SIMULATED raters (sim01, ...) for pilots and tests.
 
     Observer model: latent quality per image calibrated to the published PET-CT-IQA-DS MOS of
     its distortion cell, per-rater bias and inconsistency, rounded and clipped to the scale.
-    Simulated ratings are stored with simulated = true and every export says so.
+    Datasets of other protocols (no published MOS table) are refused unless --latent-model
+    gives their latent quality. Simulated ratings are stored with simulated = true and every
+    export says so.
 
     \b
     Examples:
       petctiqa collect-ratings simulate --dataset ds/ --raters 5
       petctiqa collect-ratings simulate --dataset ds/ --raters 5 --db pilot.sqlite --seed 7
     """
+    from petctiqa.ratings.latent_model import check_simulation_design, load_latent_model
     from petctiqa.ratings.study import simulate_study
 
+    model = load_latent_model(latent_model) if latent_model else None
+    check_simulation_design(dataset, model)
     with _study(dataset, db, scale) as study:
-        count = simulate_study(study, raters, seed)
+        count = simulate_study(study, raters, seed, latent_model=model, dataset=dataset)
     click.echo(f"stored {count} SIMULATED ratings from {raters} rater(s) in {study.store.path}")
 
 

@@ -34,12 +34,12 @@ def test_build_dataset_protocol_errors_list_dataset_protocols_only(tmp_path):
     assert result.exit_code == 2
     assert result.stderr == (
         "error: unknown dataset protocol 'nope': not a file, and not a shipped dataset protocol "
-        "(pet-ct-iqa-ds, pet-ct-iqa-ds-shot)\n"
+        "(pet-ct-iqa-ds, pet-ct-iqa-ds-continuous, pet-ct-iqa-ds-shot, pet-ct-lowdose)\n"
     )
     result = runner.invoke(cli, ["build-dataset", "--out", str(out), "--protocol", "likert-0-4"])
     assert result.exit_code == 2
     assert result.stderr == (
         "error: likert-0-4 is a rating-scale protocol, not a dataset protocol (dataset "
-        "protocols: pet-ct-iqa-ds, pet-ct-iqa-ds-shot)\n"
+        "protocols: pet-ct-iqa-ds, pet-ct-iqa-ds-continuous, pet-ct-iqa-ds-shot, pet-ct-lowdose)\n"
     )
     assert not out.exists()  # nothing was started

@@ -77,19 +77,24 @@ def test_protocol_path_errors(tmp_path):
     # only dataset protocols are offered, not the rating scale that ships beside them
     assert str(error.value) == (
         "unknown dataset protocol 'nope': not a file, and not a shipped dataset protocol "
-        "(pet-ct-iqa-ds, pet-ct-iqa-ds-shot)"
+        "(pet-ct-iqa-ds, pet-ct-iqa-ds-continuous, pet-ct-iqa-ds-shot, pet-ct-lowdose)"
     )
 
 
 def test_rating_scale_is_not_a_dataset_protocol(tmp_path):
-    assert shipped_protocol_names("dataset") == ["pet-ct-iqa-ds", "pet-ct-iqa-ds-shot"]
+    assert shipped_protocol_names("dataset") == [
+        "pet-ct-iqa-ds",
+        "pet-ct-iqa-ds-continuous",
+        "pet-ct-iqa-ds-shot",
+        "pet-ct-lowdose",
+    ]
     assert shipped_protocol_names("rating-scale") == ["likert-0-4"]
     assert "likert-0-4" in shipped_protocol_names()
     with pytest.raises(ProtocolError) as error:
         load_dataset_protocol("likert-0-4")
     assert str(error.value) == (
         "likert-0-4 is a rating-scale protocol, not a dataset protocol (dataset protocols: "
-        "pet-ct-iqa-ds, pet-ct-iqa-ds-shot)"
+        "pet-ct-iqa-ds, pet-ct-iqa-ds-continuous, pet-ct-iqa-ds-shot, pet-ct-lowdose)"
     )
     copy = tmp_path / "my-scale.toml"
     copy.write_text((resources.files("petctiqa_protocols") / "likert-0-4.toml").read_text())

@@ -15,8 +15,9 @@ from pathlib import Path
 from PIL import Image
 
 from petctiqa.errors import DatasetError
+from petctiqa.ratings.latent_model import LatentQualityModel, latent_from_model, read_parameters
 from petctiqa.ratings.scale import DEFAULT_SCALE, RatingScale, load_rating_scale
-from petctiqa.ratings.simulate import ObserverModel, draw_raters, simulate_scores
+from petctiqa.ratings.simulate import ObserverModel, draw_raters, rate_latent, simulate_scores
 from petctiqa.ratings.store import Rating, RatingStore, utc_now
 from petctiqa.ratings.study_images import StudyImage, read_study_images
 
@@ -109,17 +110,26 @@ def simulate_study(
     raters: int | Sequence[str],
     seed: int = 0,
     model: ObserverModel | None = None,
+    latent_model: LatentQualityModel | None = None,
+    dataset: Path | None = None,
 ) -> int:
     """Add simulated raters (``sim01``, ...) who rate every image; stored with simulated = 1.
+    With ``latent_model``, latent quality comes from the parameters in ``dataset``'s manifest
+    instead of the published MOS table (:mod:`petctiqa.ratings.latent_model`).
 
     Returns the number of ratings stored (one transaction)."""
     names = [f"sim{i + 1:02d}" for i in range(raters)] if isinstance(raters, int) else list(raters)
     model = model or ObserverModel(scale_min=study.scale.min, scale_max=study.scale.max)
     study.store.add_raters(names, simulated=True)
     params = draw_raters(names, seed, model)
-    scores = simulate_scores(
-        [im.image_id for im in study.images], [im.cell for im in study.images], params, seed, model
-    )
+    keys = [im.image_id for im in study.images]
+    if latent_model is not None and dataset is not None:
+        by_image = read_parameters(dataset, latent_model)
+        parameters = [by_image[im.image] for im in study.images]
+        latent = latent_from_model(latent_model, keys, parameters, seed, model.image_sd)
+        scores = rate_latent(latent, params, seed, model)
+    else:
+        scores = simulate_scores(keys, [im.cell for im in study.images], params, seed, model)
     now = utc_now()
     ratings = []
     for j, name in enumerate(names):

@@ -290,7 +290,7 @@ def test_bad_input_is_one_clear_error_and_keeps_output(case, small_dataset, shar
         args += ["--protocol", "likert-0-4"]
         expected = (
             "likert-0-4 is a rating-scale protocol, not a dataset protocol (dataset protocols: "
-            "pet-ct-iqa-ds, pet-ct-iqa-ds-shot)"
+            "pet-ct-iqa-ds, pet-ct-iqa-ds-continuous, pet-ct-iqa-ds-shot, pet-ct-lowdose)"
         )
     elif case == "bad-protocol":
         shutil.copytree(shared_data / "dicom" / "STS_001" / "CT_crop", src / "CT_crop")
