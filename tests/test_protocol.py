@@ -307,3 +307,58 @@ def test_bad_axes_name_the_field(tmp_path, old, new, message):
     path = _write(tmp_path / "bad.toml", CLASSIC_AS_AXES.replace(old, new, 1))
     with pytest.raises(ProtocolError, match=message):
         load_dataset_protocol(path)
+
+
+def test_shipped_axes_protocols_load():
+    lowdose = load_dataset_protocol("pet-ct-lowdose").distortions
+    assert [(a.distortion, a.code, a.levels) for a in lowdose.axes] == [
+        ("pet_ct_misregistration", "m", (0.0, 5.0, 10.0)),
+        ("pet_count_reduction", "p", (1.0, 0.25, 0.1)),
+        ("ct_dose_reduction", "c", (1.0, 0.25, 0.1)),
+        ("jpeg", "j", (100.0,)),
+    ]
+    assert lowdose.images_per_slice is None
+    continuous = load_dataset_protocol("pet-ct-iqa-ds-continuous").distortions
+    assert continuous.images_per_slice == 27
+    assert [(a.distortion, a.value_range) for a in continuous.axes] == [
+        ("impulse_poisson", (0.0, 0.010)),
+        ("gaussian", (0.0, 10.0)),
+        ("jpeg", (40.0, 100.0)),
+    ]
+
+
+CONTINUOUS = CLASSIC_AS_AXES.replace("levels = [0.0, 0.005, 0.010]", "range = [0.0, 0.01]")
+WITH_IMAGES = 'name = "axes"\n[distortions]\nimages_per_slice = 27\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (CONTINUOUS, r"'distortions.images_per_slice' is missing: axis 'p' gives a range"),
+        (
+            CONTINUOUS.replace('name = "axes"\n', WITH_IMAGES),
+            r"images_per_slice' cannot mix with levels: axis 'g' has 3 levels",
+        ),
+        (
+            CLASSIC_AS_AXES.replace(
+                "levels = [0.0, 0.005, 0.010]", "levels = [0.0]\nrange = [0.0, 0.01]"
+            ),
+            r"axes\[0\].levels' must be given, or else range = \[low, high\] \(not both\)",
+        ),
+        (
+            CLASSIC_AS_AXES.replace("levels = [0.0, 0.005, 0.010]", "range = [0.01, 0.0]"),
+            r"axes\[0\].range' must be \[low, high\] with low < high",
+        ),
+        (
+            CLASSIC_AS_AXES.replace("levels = [100, 70, 40]", "range = [40.5, 100]"),
+            r"axes\[2\].range' must hold integers \(quality\)",
+        ),
+        (
+            CLASSIC_AS_AXES.replace('name = "axes"\n', WITH_IMAGES),
+            r"images_per_slice' needs at least one axis with range",
+        ),
+    ],
+)
+def test_continuous_designs_are_checked(tmp_path, text, message):
+    with pytest.raises(ProtocolError, match=message):
+        load_dataset_protocol(_write(tmp_path / "bad.toml", text))

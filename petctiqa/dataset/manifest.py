@@ -205,9 +205,9 @@ def read_manifest(path: Path) -> list[ImageRecord] | list[AxesImageRecord]:
         raise DatasetError(f"{path}: manifest not found") from None
     reader = csv.DictReader(io.StringIO(text))
     header = list(reader.fieldnames or [])
-    classic = any(
-        c in header for c in set(MANIFEST_COLUMNS) - set(SOURCE_COLUMNS) - {"seed", "sha256"}
-    )
+    # ``poisson_form`` is the classic grid's alone (axes columns end in _level or _<parameter>,
+    # and may reuse other classic names such as jpeg_quality)
+    classic = "poisson_form" in header
     missing = [
         c
         for c in (MANIFEST_COLUMNS if classic else (*SOURCE_COLUMNS, "seed", "sha256"))
