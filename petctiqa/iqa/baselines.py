@@ -2,6 +2,8 @@
 
 - Level table: predict each test image by the mean training MOS of its (Poisson, Gaussian, JPEG)
   level cell (the overall training mean for a cell with no training image).
+- Parameter regression (designs without levels, e.g. ``pet-ct-iqa-ds-continuous``): a quadratic
+  ridge regression of MOS on the parameters the manifest records, fitted on the training images.
 - BRISQUE (Mittal et al. 2012): the standard 36 features (MSCN coefficients and their four
   pairwise products, GGD/AGGD moment-matching fits, at full and half scale) on the 0..255
   luminance. The published BRISQUE model is a libsvm file trained on LIVE that we may not
@@ -156,6 +158,30 @@ def level_table_predict(train: Sequence[IqaSample], test: Sequence[IqaSample]) -
     return np.array(
         [float(np.mean(cells[s.levels])) if s.levels in cells else overall for s in test]
     )
+
+
+def parameter_regression_predict(
+    train: Sequence[IqaSample], test: Sequence[IqaSample]
+) -> np.ndarray:
+    """MOS from the recorded distortion parameters, for designs without levels (continuous):
+    a quadratic ridge regression (parameters standardised, squares and products) fitted on the
+    training images."""
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import PolynomialFeatures, StandardScaler
+
+    columns = [c for c, _ in train[0].parameters or ()]
+    if not columns or any(
+        s.parameters is None or [c for c, _ in s.parameters] != columns for s in (*train, *test)
+    ):
+        raise DatasetError("parameter regression needs the same recorded parameters per image")
+
+    def features(samples: Sequence[IqaSample]) -> np.ndarray:
+        return np.array([[v for _, v in s.parameters] for s in samples], dtype=np.float64)  # type: ignore[union-attr]
+
+    model = make_pipeline(StandardScaler(), PolynomialFeatures(2), Ridge(alpha=1.0))
+    model.fit(features(train), np.array([s.mos for s in train]))
+    return model.predict(features(test))
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,9 @@ class IqaSample:
     slice_id: str | None = None
     reference: Path | None = None
     """Undistorted reference render of the same slice, when known."""
+    parameters: tuple[tuple[str, float], ...] | None = None
+    """The image's distortion parameters as recorded in a build-dataset manifest (column,
+    value), e.g. a continuous design's drawn values; None when unknown."""
 
 
 @dataclass(frozen=True)
@@ -260,6 +263,18 @@ def _levels(row: pd.Series) -> tuple[int, int, int] | None:
     return tuple(int(row[n]) for n in names)  # type: ignore[return-value]
 
 
+def _manifest_parameters(root: Path) -> dict[str, tuple[tuple[str, float], ...]]:
+    """Image path -> its recorded distortion parameters, from a build's ``manifest.csv``; empty
+    when the folder has none or one without the build's columns (a hand-made folder)."""
+    from petctiqa.dataset.manifest import read_manifest
+
+    try:
+        records = read_manifest(root / "manifest.csv")
+    except DatasetError:
+        return {}
+    return {r.image: tuple(sorted(r.parameters.items())) for r in records}
+
+
 def _load_build_dataset(root: Path) -> IqaDataset:
     mos_path = root / "mos.csv"
     frame = _read_csv(mos_path)
@@ -281,6 +296,7 @@ def _load_build_dataset(root: Path) -> IqaDataset:
                 for r, ref in zip(manifest["image"], manifest["reference"], strict=True)
                 if isinstance(ref, str) and ref
             }
+    parameters = _manifest_parameters(root)
     samples = []
     skipped = 0
     for i, row in frame.iterrows():
@@ -306,6 +322,7 @@ def _load_build_dataset(root: Path) -> IqaDataset:
                 levels=_levels(row),
                 slice_id=str(row["slice_id"]) if "slice_id" in frame.columns else None,
                 reference=references.get(rel),
+                parameters=parameters.get(rel),
             )
         )
     return _finish(

@@ -139,6 +139,8 @@ def evaluate(
 
         if train and all(s.levels is not None for s in (*train, *test)):
             add("level table", bl.level_table_predict(train, test))
+        elif train and all(s.parameters for s in (*train, *test)):  # e.g. a continuous design
+            add("parameter regression (fit on train)", bl.parameter_regression_predict(train, test))
         else:
             skip("level table", "distortion levels or training images unknown")
         if len(train) >= 3:

@@ -124,6 +124,7 @@ def test_lowdose_neutral_cell_is_the_reference_and_the_others_its_renders(lowdos
         image = (lowdose_dataset / by_code[f"{key}j0"].image).read_bytes()
         assert image == encode_jpeg(render, 100, "4:2:0")
         assert not np.array_equal(render, reference), key
+
     # lower dose or fewer counts: further from the reference (more noise)
     def change(key: str) -> float:
         render = np.asarray(Image.open(lowdose_dataset / renders[key])).astype(int)
@@ -220,3 +221,39 @@ def test_simulate_with_a_latent_model_uses_the_parameters(small_phantom, small_p
     mean = {q: np.mean([s for i, s in rows if quality[i] == q]) for q in (100, 70, 40)}
     # latent 4.0 / 2.2 / 0.4 for q100 / q70 / q40
     assert mean[100] > 3.3 and 1.5 < mean[70] < 2.9 and mean[40] < 1.0
+
+
+def test_evaluate_fits_a_parameter_regression_where_no_levels_exist(continuous_dataset, tmp_path):
+    """A continuous design has no level table; evaluate reports a regression on the recorded
+    parameters instead, fitted on the training patient."""
+    import shutil
+
+    import pandas as pd
+
+    from petctiqa.iqa.data import load_iqa_dataset
+    from petctiqa.iqa.evaluation import evaluate
+
+    dataset = tmp_path / "ds"
+    shutil.copytree(continuous_dataset, dataset)
+    records = read_manifest(dataset / "manifest.csv")
+    # a made-up MOS that falls with each parameter (not a claim about real raters)
+    rows = [
+        {
+            "image": r.image,
+            "patient_id": r.patient_id,
+            "slice_id": r.slice_id,
+            "mos": 4.0 - 150.0 * p["impulse_poisson_lambda"] - 0.12 * p["gaussian_sigma"]
+            - 0.02 * (100.0 - p["jpeg_quality"]),
+        }
+        for r in records
+        for p in [r.parameters]
+    ]  # fmt: skip
+    pd.DataFrame(rows).to_csv(dataset / "mos.csv", index=False)
+    data = load_iqa_dataset(dataset)
+    first = next(s for s in data.samples if s.image_id == records[0].image_id)
+    assert dict(first.parameters) == records[0].parameters and first.levels is None
+    result = evaluate(None, data, baselines=True, n_boot=0)
+    names = [m.method for m in result.methods]
+    assert "level table" not in names
+    regression = next(m for m in result.methods if m.method.startswith("parameter regression"))
+    assert regression.report.srocc.value > 0.95
