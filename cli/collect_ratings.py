@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from petctiqa.errors import RatingError
+from petctiqa_cli._common import echo_warnings
 
 DATASET = click.option(
     "--dataset",
@@ -135,20 +136,6 @@ def _study(dataset, db, scale, seed=None):
 
     with _study_errors_in_cli_words(), opened_study(dataset, db, scale, seed) as study:
         yield study
-
-
-def _echo_warnings(caught) -> None:
-    """Print the study's own warnings as ``warning: ...`` lines; re-show any other."""
-    import warnings
-
-    from petctiqa.ratings.aggregate import MleConvergenceWarning
-    from petctiqa.ratings.export import StudyWarning
-
-    for item in caught:
-        if issubclass(item.category, MleConvergenceWarning | StudyWarning):
-            click.echo(f"warning: {item.message}", err=True)
-        else:
-            warnings.showwarning(item.message, item.category, item.filename, item.lineno)
 
 
 def _rater_list(raters: str | None) -> list[str]:
@@ -343,17 +330,13 @@ def export(dataset, db, scale, out, **aggregation) -> None:
       petctiqa collect-ratings export --dataset ds/ --out results/ --ci normal --screening
       petctiqa collect-ratings export --dataset ds/ --exclude-simulated   # after a pilot
     """
-    import warnings
-
     from petctiqa.ratings.export import export_study
 
     options, mode = _aggregation_choices(aggregation)
-    with _study(dataset, db, scale) as study, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with _study(dataset, db, scale) as study, echo_warnings():
         paths = export_study(
             study.store, dataset, study.images, out or dataset, options, simulated=mode
         )
-    _echo_warnings(caught)
     if study.store.any_simulated() and mode != "exclude":
         click.echo("note: the study contains SIMULATED ratings; the exports say so", err=True)
     for name, path in paths.items():
@@ -407,8 +390,6 @@ def aggregate_cmd(
       petctiqa collect-ratings aggregate NFLX.csv --out nflx/ --scale-min 1 --scale-max 5 \\
           --ci normal --content-pattern '^([^_]+)_'
     """
-    import warnings
-
     from petctiqa.ratings.aggregate import aggregate, check_scale
     from petctiqa.ratings.export import write_aggregation
     from petctiqa.ratings.long_csv import read_long_ratings
@@ -417,10 +398,8 @@ def aggregate_cmd(
     with _study_errors_in_cli_words():
         matrix, simulated = read_long_ratings(ratings_csv, content_column, content_pattern, mode)
     check_scale(matrix, scale_min, scale_max)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with echo_warnings():
         result = aggregate(matrix, options)
-    _echo_warnings(caught)
     paths = write_aggregation(result, out, simulated if any(simulated.values()) else None)
     rejected = [r for r, x in zip(matrix.raters, result.bt500.rejected, strict=True) if x]
     click.echo(f"{len(matrix.stimuli)} stimuli x {len(matrix.raters)} raters")

@@ -3,6 +3,8 @@ only when run)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -366,7 +368,7 @@ def train(
     if pretrain_steps is not None:
         base = pretrain_options or get_preset("cpu").pretrain
         pretrain_options = replace(base, steps=pretrain_steps) if pretrain_steps else None
-    with echo_warnings():
+    with echo_warnings(), _trunk_weights_in_cli_words():
         dataset = load_iqa_dataset(data_path)
         test_dataset = load_iqa_dataset(test_path) if test_path is not None else None
         if main_rank():
@@ -386,6 +388,20 @@ def train(
                 dataset, out_dir, options, pretrain_options, protocol, test_dataset
             )
             report_single(result)
+
+
+@contextlib.contextmanager
+def _trunk_weights_in_cli_words() -> Iterator[None]:
+    """The library names the trunk whose weights are missing; the CLI names its option."""
+    from petctiqa.errors import ModelError
+    from petctiqa.msiqa.model import RESNET_NAME, SWIN_NAME
+    from petctiqa.msiqa.weights import TrunkWeightsError
+
+    flags = {RESNET_NAME: "--resnet-weights", SWIN_NAME: "--swin-weights"}
+    try:
+        yield
+    except TrunkWeightsError as exc:
+        raise ModelError(f"{flags.get(exc.trunk, '--pretrained')}: {exc}") from None
 
 
 def _model_config(model_name: str, values: dict):

@@ -1,11 +1,11 @@
 """A compiled (numba) kernel for the Gaussian stage's hot loop, used when numba is installed.
 
 :func:`petctiqa.distort.apply_gaussian_noise` adds table-sampled integer noise to every channel
-value. In NumPy that is five passes over the image (widen the 16-bit draws to indices, gather,
-find the crossed cells, add, clip) and ~2.5-4.5 ms per 512 x 512 RGB image on the build
-machine; this kernel does it in one pass (~1.2 ms) and consumes the same random draws in the
-same order, so the noisy image is byte-identical to the NumPy path's (tested). Without numba,
-or with ``PETCTIQA_NO_NUMBA=1`` in the environment, the NumPy path runs.
+value. In NumPy that is five passes over the image (widen the 16-bit draws to indices, gather, find
+the crossed cells, add, clip); this kernel does it in one pass (figures: ``docs/dataset.md``,
+"Speed") and consumes the same random draws in the same order, so the noisy image is byte-identical
+to the NumPy path's (tested). Without numba, or with ``PETCTIQA_NO_NUMBA=1`` in the environment, the
+NumPy path runs.
 
 The kernel is compiled when this module is imported (explicit signatures), with numba's
 on-disk cache, so a worker process forked after the import (see
@@ -56,9 +56,9 @@ def add_table_steps(
 def _signature():  # a numba function type
     """The one compiled signature. Inputs are typed read-only, which writable arrays match
     too; tables are int8, which covers every sigma up to ~40 on the 0..255 scale (wider
-    tables take the NumPy path). Each signature costs ~0.3 s to load from the cache at import,
+    tables take the NumPy path). Each signature adds its own load from numba's cache at import,
     so there is only this one."""
-    from numba import types
+    from numba import types  # numba is optional and slow to import: only when compiling
 
     def readonly(dtype):
         return types.Array(dtype, 1, "C", readonly=True)
@@ -77,7 +77,7 @@ def _compile() -> Callable[..., int] | None:
     if os.environ.get(DISABLE_ENV, "") not in ("", "0"):
         return None
     try:
-        import numba
+        import numba  # optional; imported only when the kernel is compiled
     except ImportError:
         return None
     return numba.njit(_signature(), cache=True, nogil=True)(add_table_steps)

@@ -32,6 +32,7 @@ import math
 import os
 import shutil
 import struct
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 from scipy import ndimage
+from tqdm import tqdm
 
 from petctiqa import __version__
 from petctiqa.atomic import atomic_write_text
@@ -53,6 +55,7 @@ from petctiqa.phantom_anatomy import (
     paint,
     point_truth,
 )
+from petctiqa.pool import watch_main_process
 from petctiqa.seeding import rng_for
 
 COLLECTION = "Lung-PET-CT-Dx-Phantom"
@@ -626,8 +629,6 @@ def write_phantom_tree(
     """
     if patients < 1:
         raise ValueError(f"patients must be at least 1, got {patients}")
-    from tqdm import tqdm
-
     out_dir = Path(out_dir)
     workers = min(patients, jobs or os.cpu_count() or 1)
     tasks = [(out_dir, i, seed, ct_matrix, pet_matrix) for i in range(1, patients + 1)]
@@ -639,10 +640,6 @@ def write_phantom_tree(
                 studies.append(_write_one(task))
                 bar.update()
         else:
-            from concurrent.futures import ProcessPoolExecutor
-
-            from petctiqa.pool import watch_main_process
-
             # the workers end when this process dies, even by SIGKILL (else they wait forever)
             with ProcessPoolExecutor(
                 max_workers=workers, initializer=watch_main_process, initargs=(os.getpid(),)

@@ -2,11 +2,10 @@
 
 A PNG is a signature, an IHDR chunk, the zlib-compressed filtered scanlines (IDAT) and IEND;
 the container is a few lines, the time is all in the deflate step. OpenCV and Pillow both use
-the system zlib, whose fastest level does ~70-100 MB/s on the build's images; ISA-L
-(``isal``, Intel's deflate with SIMD) does the same job at ~400 MB/s for files a few percent
-larger (measured on a 1192 x 470 contact sheet: zlib level 1 18-24 ms, 484 KB; ISA-L level 2
-3.7 ms, 515 KB). Without ``isal`` installed the standard library's zlib is used: the pixels are
-the same either way, only the compressed bytes differ.
+the system zlib; ISA-L (``isal``, Intel's deflate with SIMD) does the same job several times
+faster for files a few percent larger (figures and the command that measures them:
+``docs/render-and-distortions.md``). Without ``isal`` installed the standard library's zlib is
+used: the pixels are the same either way, only the compressed bytes differ.
 """
 
 from __future__ import annotations

@@ -13,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import select
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from multiprocessing import forkserver
 from typing import Any
 
 
@@ -101,8 +103,6 @@ def _exit_when_gone(pid: int) -> None:
     no read ever sees EOF): without this, workers of a killed process wait forever. Linux: a
     pidfd, woken at once; other POSIX systems: a check every second; elsewhere: nothing.
     """
-    import select
-
     try:
         handle = os.pidfd_open(pid)
     except (AttributeError, OSError):  # not Linux >= 5.3, or pid already gone
@@ -164,8 +164,6 @@ def process_pool(
     if initargs is None:
         initargs = (os.getpid(), os.getcwd())
     if "forkserver" in multiprocessing.get_all_start_methods():
-        from multiprocessing import forkserver
-
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(list(preload))
         with _safe_import_path():

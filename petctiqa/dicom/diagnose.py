@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from petctiqa.dicom.index import HEADER_DAMAGE_REASONS, is_nbia_metadata
 from petctiqa.dicom.pairing import PetCtPair, unpaired_pet_series
 from petctiqa.dicom.records import DicomIndex, SeriesInfo, SkippedFile
-from petctiqa.dicom.volume import series_label, series_stack_geometry
+from petctiqa.dicom.suv import series_suv_parameters
+from petctiqa.dicom.volume import read_slice_header, series_label, series_stack_geometry
 from petctiqa.errors import DicomError
 
 DAMAGE_REASONS = ("truncated", "unreadable")
@@ -163,9 +164,6 @@ def unused_pet_series(index: DicomIndex, pairs: Sequence[PetCtPair]) -> list[Ser
 def pet_suv_problem(series: SeriesInfo) -> str | None:
     """Why ``series`` cannot be converted to body-weight SUV (no dose, no weight, ...), from
     its first file's header; None when it can. The message names the series and the file."""
-    from petctiqa.dicom.suv import series_suv_parameters
-    from petctiqa.dicom.volume import read_slice_header
-
     if not series.files:
         return f"{series_label(series)}: no files"
     first = series.files[0]

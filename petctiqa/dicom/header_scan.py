@@ -1,11 +1,11 @@
 """Fast reader for a few plain data elements of a DICOM Part 10 file (the common case only).
 
-pydicom turns every element of a header into Python objects (about 1 ms per file) and its value
-conversion costs as much again when the values are used. Indexing thousands of files and loading
-volumes need about 30 plain tags, so :func:`scan_header` walks the file's elements itself, keeps
-the bytes of the wanted ones and decodes them the way pydicom does (same strings, numbers and
-multi-value splitting). It also notes where the PixelData value starts, so native pixels can be
-read straight from the file.
+pydicom turns every element of a header into Python objects and its value conversion costs as much
+again when the values are used (figures: ``docs/dicom.md``, "Reading speed"). Indexing thousands of
+files and loading volumes need about 30 plain tags, so :func:`scan_header` walks the file's elements
+itself, keeps the bytes of the wanted ones and decodes them the way pydicom does (same strings,
+numbers and multi-value splitting). It also notes where the PixelData value starts, so native pixels
+can be read straight from the file.
 
 Handled: files with the 128-byte preamble and ``DICM``; Explicit and Implicit VR Little Endian
 data sets, also with encapsulated (compressed) pixel data; sequences of defined or undefined

@@ -12,15 +12,18 @@ skipped and reported with the reason (non-DICOM, DICOMDIR, RTSTRUCT, SEG, SR, KO
 from __future__ import annotations
 
 import errno
+import multiprocessing
 import os
 import stat
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
 from pydicom.errors import InvalidDicomError
+from tqdm import tqdm
 
 from petctiqa.dicom.header_scan import HeaderLike, scan_header
 from petctiqa.dicom.records import DicomIndex, SeriesInfo, SkippedFile, SliceGeometry
@@ -322,14 +325,9 @@ INDEX_CHUNK_FILES = 64
 
 def _index_files(files: list[Path], progress: bool, jobs: int) -> Iterator[IndexedFile]:
     """:func:`index_file` of every file, in the order of ``files``, serially or in a pool."""
-    from tqdm import tqdm
-
     bar = tqdm(total=len(files), desc="index DICOM", unit="file", leave=False, disable=not progress)
     pool = None
     if jobs > 1 and len(files) > INDEX_CHUNK_FILES:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
         # spawn, never fork: a forked child can inherit locked OpenCV/OpenMP thread pools
         pool = ProcessPoolExecutor(
             max_workers=jobs, mp_context=multiprocessing.get_context("spawn")

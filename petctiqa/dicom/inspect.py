@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from petctiqa.dicom.index import index_dicom_tree, skipped_by_reason
 from petctiqa.dicom.pairing import PetCtPair, find_pet_ct_pairs, unpaired_pet_series
@@ -127,8 +128,6 @@ def build_inspect_report(root: Path, progress: bool = False) -> InspectReport:
     pets = [s for s in index.series if s.modality == "PT"]
     iterator = pets
     if progress and pets:
-        from tqdm import tqdm
-
         iterator = tqdm(pets, desc="PET SUV", unit="series", leave=False)
     pet_reports = tuple(_pet_suv_report(s) for s in iterator)
     return InspectReport(

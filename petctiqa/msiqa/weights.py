@@ -20,7 +20,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors.torch import load_file
+
 from petctiqa.errors import ModelError
+from petctiqa.msiqa.model import RESNET_NAME, SWIN_NAME
 
 HF_REPOS = {
     "resnet50": "timm/resnet50.tv_in1k",
@@ -76,15 +80,11 @@ def find_cached_weights(model_name: str) -> Path | None:
 
 def read_state_dict(path: Path) -> dict[str, Any]:
     """Tensors from a .safetensors or torch file (nested ``state_dict``/``model`` unwrapped)."""
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: weight file not found")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -108,7 +108,7 @@ def _to_trunk_keys(model_name: str, state: dict[str, Any]) -> dict[str, Any]:
     )
     if original_ms_layout:
         # Original Microsoft checkpoint layout: let timm convert it.
-        import timm
+        import timm  # slow to import (docs/architecture.md); only Microsoft's layout needs it
         from timm.models.swin_transformer import checkpoint_filter_fn
 
         state = checkpoint_filter_fn(state, timm.create_model(model_name, pretrained=False))
@@ -134,6 +134,17 @@ def load_trunk_weights(trunk, model_name: str, path: Path) -> None:
     trunk.load_state_dict({k: state[k] for k in own}, strict=True)
 
 
+class TrunkWeightsError(ModelError):
+    """A trunk's weights are missing, or a file was given for a trunk the model lacks.
+
+    ``trunk`` is the trunk's timm model name, so that a caller can say how to give them (the
+    command line names its own option)."""
+
+    def __init__(self, message: str, trunk: str) -> None:
+        super().__init__(message)
+        self.trunk = trunk
+
+
 def resolve_weights(model_name: str, explicit: Path | None) -> Path:
     """The weight file to use for ``model_name``: ``explicit`` or a cached file, else ModelError
     listing where it looked and how to provide weights."""
@@ -144,12 +155,12 @@ def resolve_weights(model_name: str, explicit: Path | None) -> Path:
     found = find_cached_weights(model_name)
     if found is not None:
         return found
-    flag = "--resnet-weights" if model_name == "resnet50" else "--swin-weights"
     looked = " and ".join(str(p) for p in cache_locations(model_name))
-    raise ModelError(
-        f"no ImageNet weights for {model_name}: looked in {looked}; pass {flag} FILE "
+    raise TrunkWeightsError(
+        f"no ImageNet weights for {model_name}: looked in {looked}; give a weight file "
         f"(.pth/.safetensors) or place the Hugging Face repo {HF_REPOS[model_name]} in the hub "
-        "cache (petctiqa never downloads)"
+        "cache (petctiqa never downloads)",
+        model_name,
     )
 
 
@@ -161,21 +172,23 @@ def load_pretrained_trunks(
 ) -> dict[str, Path]:
     """Load ImageNet weights into the model's trunks; returns {model name: file used}.
 
-    ``all_trunks=True`` (``--pretrained``): every trunk the model has, from its explicit file or
+    ``all_trunks=True``: every trunk the model has, from its explicit file or
     the offline caches. ``all_trunks=False``: only the trunks given an explicit file (a weight
     file implies pretraining for its trunk); the others keep their random initialisation.
     A file given for a trunk the model does not have is an error, not silently ignored.
     """
-    from petctiqa.msiqa.model import RESNET_NAME, SWIN_NAME
-
     used: dict[str, Path] = {}
-    for trunk, name, explicit, flag in (
-        (model.resnet, RESNET_NAME, resnet_weights, "--resnet-weights"),
-        (model.swin, SWIN_NAME, swin_weights, "--swin-weights"),
+    for trunk, name, explicit in (
+        (model.resnet, RESNET_NAME, resnet_weights),
+        (model.swin, SWIN_NAME, swin_weights),
     ):
         if trunk is None:
             if explicit is not None:
-                raise ModelError(f"{flag} {explicit}: this model configuration has no {name} trunk")
+                raise TrunkWeightsError(
+                    f"{explicit}: weights given for {name}, but this model configuration has no "
+                    f"{name} trunk",
+                    name,
+                )
             continue
         if explicit is None and not all_trunks:
             continue

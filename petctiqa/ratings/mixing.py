@@ -10,13 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+# The banner is defined once, with the dataset folder's other names; exports take it from here.
+from petctiqa.dataset.folder import SIMULATED_BANNER as SIMULATED_BANNER
 from petctiqa.errors import RatingError
 from petctiqa.ratings.store import Rating
 
-SIMULATED_BANNER = (
-    "# SIMULATED ratings: this file contains scores from simulated raters "
-    "(petctiqa collect-ratings simulate), not from a reader study"
-)
 SIMULATED_MODES = ("refuse", "include", "exclude")
 """What export/aggregate do when simulated and real raters are both present."""
 

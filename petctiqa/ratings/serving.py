@@ -13,6 +13,7 @@ import json
 import resource
 from dataclasses import dataclass
 
+import waitress
 from waitress.channel import HTTPChannel
 from waitress.task import ErrorTask
 
@@ -75,8 +76,6 @@ def _usable_connection_limit(wanted: int) -> int:
 def create_server(app, host: str, port: int, threads: int, limits: ServerLimits | None = None):  # noqa: ANN001, ANN201 - WSGI app, waitress server
     """A waitress server for ``app`` on ``host:port`` with :class:`ServerLimits`; call
     ``.run()`` to serve (``.effective_port`` is the bound port)."""
-    import waitress
-
     limits = limits or ServerLimits()
     try:
         server = waitress.create_server(

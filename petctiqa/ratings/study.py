@@ -14,14 +14,13 @@ from pathlib import Path
 
 from PIL import Image
 
+from petctiqa.dataset.folder import DatasetFolder
 from petctiqa.errors import DatasetError
 from petctiqa.ratings.latent_model import LatentQualityModel, latent_from_model, read_parameters
 from petctiqa.ratings.scale import DEFAULT_SCALE, RatingScale, load_rating_scale
 from petctiqa.ratings.simulate import ObserverModel, draw_raters, rate_latent, simulate_scores
 from petctiqa.ratings.store import Rating, RatingStore, utc_now
 from petctiqa.ratings.study_images import StudyImage, read_study_images
-
-DEFAULT_DB_NAME = "ratings.sqlite"
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,7 @@ def open_study(
     dataset = Path(dataset)
     images = read_study_images(dataset)
     rating_scale = load_rating_scale(scale)
-    path = Path(db or dataset / DEFAULT_DB_NAME)
+    path = Path(db or DatasetFolder(dataset).ratings_db)
     created = not path.exists()
     store = RatingStore(path, rating_scale.min, rating_scale.max, synchronous)
     if store.meta("seed") is None:

@@ -8,6 +8,7 @@ import io
 
 from flask import Blueprint, Response, abort, jsonify, render_template
 
+from petctiqa.dataset.folder import SIMULATED_BANNER
 from petctiqa.ratings.web_context import study_context
 
 admin_pages = Blueprint("admin", __name__)
@@ -49,7 +50,7 @@ def admin_raw(token: str):
     writer = csv.writer(buffer, lineterminator="\n")
     ratings = study_context().store.ratings()
     if any(r.simulated for r in ratings):
-        buffer.write("# SIMULATED ratings: this study contains simulated raters\n")
+        buffer.write(SIMULATED_BANNER + "\n")
     writer.writerow(RAW_COLUMNS)
     for r in ratings:
         writer.writerow(

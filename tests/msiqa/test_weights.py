@@ -17,7 +17,29 @@ def test_missing_weights_message_says_where_and_how(tmp_path, monkeypatch):
     message = str(info.value)
     assert str(tmp_path / "hf" / "hub" / "models--timm--resnet50.tv_in1k" / "snapshots") in message
     assert str(tmp_path / "torch" / "hub" / "checkpoints") in message
-    assert "--resnet-weights" in message and "never downloads" in message
+    assert "never downloads" in message
+    # The library states the facts; the command line names its option (below).
+    assert "-weights" not in message and info.value.trunk == "resnet50"
+
+
+def test_train_cli_names_the_weights_option(tmp_path, monkeypatch, tiny_csv):
+    from click.testing import CliRunner
+
+    from petctiqa_cli.main import cli
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    args = ["train", "--data", str(tiny_csv), "--out", str(tmp_path / "run"), "--preset", "cpu"]
+    args += ["--model", "msiqa", "--pretrain-steps", "0", "--device", "cpu", "--no-swin"]
+    result = CliRunner().invoke(cli, [*args, "--pretrained"])
+    assert result.exit_code == 2, result.output
+    assert "error: --resnet-weights: no ImageNet weights for resnet50" in result.output
+    given = tmp_path / "swin.pth"
+    given.write_bytes(b"x")
+    result = CliRunner().invoke(cli, [*args, "--swin-weights", str(given)])
+    assert result.exit_code == 2, result.output
+    assert f"error: --swin-weights: {given}: weights given for" in result.output
 
 
 def test_load_trunk_from_local_files_and_cache(tmp_path, monkeypatch, small_config):
