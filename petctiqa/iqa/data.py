@@ -40,13 +40,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from petctiqa.dataset import folder as dataset_folder
 from petctiqa.errors import DatasetError
 from petctiqa.seeding import rng_for
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 SPLITS = ("train", "test")
-SIMULATED_BANNER_PREFIX = "# SIMULATED"
-"""First line of every collect-ratings export that holds simulated ratings."""
 
 
 class DataWarning(UserWarning):
@@ -110,7 +109,7 @@ def load_iqa_dataset(path: str | Path) -> IqaDataset:
         return _load_generic_csv(path)
     if not path.is_dir():
         raise DatasetError(f"{path}: not a folder or .csv file")
-    if (path / "mos.csv").is_file():
+    if dataset_folder.DatasetFolder(path).mos.is_file():
         return _load_build_dataset(path)
     if (path / "label.txt").is_file():
         return _load_petct_release(path)
@@ -212,26 +211,9 @@ def _is_simulated(path: Path, frame: pd.DataFrame) -> bool:
             first = handle.readline()
     except OSError:
         first = ""
-    if first.lstrip().upper().startswith(SIMULATED_BANNER_PREFIX):
+    if dataset_folder.starts_with_simulated_banner(first):
         return True
     return "simulated" in frame.columns and any(_truthy(v) for v in frame["simulated"])
-
-
-def _dataset_render_protocol(root: Path) -> dict[str, Any] | None:
-    """``{"name", "render"}`` from a build-dataset folder's ``dataset.json``, or None."""
-    path = root / "dataset.json"
-    if not path.is_file():
-        return None
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot read JSON ({exc})") from None
-    settings = info.get("settings") if isinstance(info, dict) else None
-    protocol = settings.get("protocol") if isinstance(settings, dict) else None
-    render = protocol.get("render") if isinstance(protocol, dict) else None
-    if not isinstance(render, dict):
-        return None
-    return {"name": str(info.get("protocol") or protocol.get("name") or ""), "render": render}
 
 
 def _split_value(value: object, where: str) -> str | None:
@@ -269,33 +251,18 @@ def _manifest_parameters(root: Path) -> dict[str, tuple[tuple[str, float], ...]]
     from petctiqa.dataset.manifest import read_manifest
 
     try:
-        records = read_manifest(root / "manifest.csv")
+        records = read_manifest(dataset_folder.DatasetFolder(root).manifest)
     except DatasetError:
         return {}
     return {r.image: tuple(sorted(r.parameters.items())) for r in records}
 
 
 def _load_build_dataset(root: Path) -> IqaDataset:
-    mos_path = root / "mos.csv"
+    mos_path = dataset_folder.DatasetFolder(root).mos
     frame = _read_csv(mos_path)
     _require(frame, mos_path, ("image", "mos", "patient_id"))
-    split_of: dict[str, str | None] = {}
-    split_path = root / "split.csv"
-    if split_path.is_file():
-        split_frame = _read_csv(split_path)
-        _require(split_frame, split_path, ("patient_id", "split"))
-        for i, row in split_frame.iterrows():
-            split_of[str(row["patient_id"])] = _split_value(row["split"], f"{split_path}:{i + 2}")
-    references: dict[str, Path] = {}
-    manifest_path = root / "manifest.csv"
-    if manifest_path.is_file():
-        manifest = _read_csv(manifest_path)
-        if {"image", "reference"} <= set(manifest.columns):
-            references = {
-                str(r): root / str(ref)
-                for r, ref in zip(manifest["image"], manifest["reference"], strict=True)
-                if isinstance(ref, str) and ref
-            }
+    split_of = dataset_folder.read_split(root, required=False)
+    references = dataset_folder.read_references(root)
     parameters = _manifest_parameters(root)
     samples = []
     skipped = 0
@@ -311,7 +278,7 @@ def _load_build_dataset(root: Path) -> IqaDataset:
             raise DatasetError(
                 f"{where}: split {split!r} for patient {patient} contradicts split.csv ({listed!r})"
             )
-        rel = str(row["image"])
+        rel = dataset_folder.checked_path(str(row["image"]), f"{where}: column 'image'")
         samples.append(
             IqaSample(
                 image=root / rel,
@@ -331,7 +298,7 @@ def _load_build_dataset(root: Path) -> IqaDataset:
         samples,
         simulated=_is_simulated(mos_path, frame),
         skipped=(mos_path, skipped),
-        render_protocol=_dataset_render_protocol(root),
+        render_protocol=dataset_folder.read_render_protocol(root),
     )
 
 
