@@ -155,6 +155,7 @@ class Scorer:
         from petctiqa.protocol import load_dataset_protocol
 
         self.device = resolve_device(device)
+        self.checkpoint_path = Path(checkpoint)
         loaded = load_model(Path(checkpoint), str(self.device))
         self.model = loaded.model
         self.label_scale = loaded.label_scale
@@ -196,6 +197,36 @@ class Scorer:
     def model_name(self) -> str:
         return str(self.payload.get("model_name", "msiqa"))
 
+    def runtime_model(self, runtime: str, inputs: int, batch_size: int, cache_dir=None):
+        """(object for ``predict_stacks``, runtime name, why) for ``runtime`` in
+        :data:`petctiqa.scoring.runtime.RUNTIMES`; ``inputs`` (network inputs to run) lets
+        ``auto`` judge whether an ONNX export pays (:func:`choose_runtime`)."""
+        from petctiqa.scoring.runtime import (
+            OrtModel,
+            choose_runtime,
+            default_cache_dir,
+            ort_available,
+            prepare_runtime,
+        )
+
+        cache = Path(cache_dir) if cache_dir else default_cache_dir()
+        probe = OrtModel(self.model, self.checkpoint_path, batch_size, cache, 1)
+        cached = (
+            self.device.type == "cpu"
+            and ort_available()
+            and any(probe.cache_path(shape).is_file() for shape in self.input_shapes())
+        )
+        name, why = choose_runtime(runtime, self.device.type, inputs, cached)
+        model = prepare_runtime(self.model, name, self.checkpoint_path, batch_size, cache)
+        return model, name, why
+
+    def input_shapes(self) -> list[tuple[int, int, int]]:
+        """The network-input shape every input has (none known for whole-image ``grid=0``)."""
+        prep = self.preprocessing
+        if prep.mode == "resize" or prep.grid:
+            return [(3, prep.size, prep.size)]
+        return []
+
     def score_arrays(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(score on 0..4, S, W) for a (B, 3, S, S) float32 network-input batch (one input
         per image: no crop averaging)."""
@@ -232,10 +263,12 @@ class Scorer:
         batch_size: int = 16,
         slice_stride: int = 1,
         progress: bool = False,
+        model=None,
     ) -> list[ScoreRecord]:
         """Score files, image folders and DICOM study folders (see the module docstring).
 
-        Inputs that fail get a record with ``error`` set, in their place in the order."""
+        Inputs that fail get a record with ``error`` set, in their place in the order.
+        ``model``: what runs the network (default the torch model; see :meth:`runtime_model`)."""
         from tqdm import tqdm
 
         from petctiqa.iqa.inference import predict_stacks
@@ -254,7 +287,12 @@ class Scorer:
         bar = tqdm(desc="score", unit="image", disable=not progress)
         results: list[tuple[int, ScoreRecord]] = []
         outputs = predict_stacks(
-            self.model, stacks(), self.device, batch_size, self.amp_dtype, self.channels_last
+            model or self.model,
+            stacks(),
+            self.device,
+            batch_size,
+            self.amp_dtype,
+            self.channels_last,
         )
         for index, out in enumerate(outputs):
             # ``scored`` grows as ``outputs`` pulls inputs, so index it after each result.

@@ -1,0 +1,220 @@
+"""``petctiqa score ARCHIVE/ --out scores.csv``: score a tree of images and DICOM PET/CT studies.
+
+Units (:mod:`petctiqa.scoring.walk`) are decoded or rendered in worker processes while this
+process runs the model on batches of their inputs; every scored row goes to the journal
+(:mod:`petctiqa.scoring.journal`) as it comes, so a rerun after a kill skips what is scored.
+Under torchrun each process takes every ``world``-th unit; when all are done, rank 0 merges
+the journals in walk order and writes the output once, atomically: the same rows in the same
+order whatever the number of processes. Per-study summary rows (mean, worst slice, fraction
+below ``threshold``) follow each study's slice rows. An unreadable unit gives an error row.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from petctiqa.atomic import atomic_write_text
+from petctiqa.errors import DatasetError
+from petctiqa.scoring.journal import JournalWriter, check_settings, journal_dir, read_journal
+from petctiqa.scoring.walk import Unit, walk_inputs
+from petctiqa.scoring.work import Decoded, decode_unit
+
+SCALE = "0..4 MOS"
+COLUMNS = (
+    "kind", "source", "key", "score", "s", "w", "worst_score", "worst_source",
+    "fraction_below", "scale", "model", "simulated", "error",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ArchiveOptions:
+    batch_size: int = 16
+    slice_stride: int = 1
+    threshold: float = 2.0
+    """Summary rows give the fraction of a study's slices scoring below this (0..4 scale)."""
+    jobs: int = 2
+    """Worker processes that decode and render (1: in this process)."""
+    rank: int = 0
+    world: int = 1
+
+
+@dataclass(frozen=True)
+class ArchiveResult:
+    rows: int
+    errors: int
+    skipped_units: int
+    """Units an earlier run had finished (read from the journal, not scored again)."""
+    units: int
+
+
+def journal_settings(scorer, options: ArchiveOptions) -> dict[str, Any]:
+    """What the journal's scores depend on (a journal with other settings is refused)."""
+    from dataclasses import asdict
+
+    from petctiqa.scoring.walk import file_sha256
+
+    return {
+        "checkpoint_sha256": file_sha256(scorer.checkpoint_path),
+        "model": scorer.model_name,
+        "preprocessing": scorer.preprocessing.to_dict(),
+        "render": {"name": scorer.render_name, **asdict(scorer.render_settings)},
+        "slice_stride": options.slice_stride,
+    }
+
+
+def _decoded(units: Sequence[Unit], options: ArchiveOptions, scorer) -> Iterator[Decoded]:
+    """Decoded units in order; workers run ahead by a bounded number of units."""
+    from collections import deque
+
+    from petctiqa.pool import process_pool
+
+    args = (options.slice_stride, scorer.render_settings, scorer.preprocessing)
+    pool = process_pool(options.jobs, ["petctiqa.scoring.work"])
+    ahead = 2 * options.jobs
+    queue: deque = deque()
+    with pool:
+        todo = iter(units)
+        for unit in todo:
+            queue.append(pool.submit(decode_unit, unit, *args))
+            if len(queue) >= ahead:
+                yield queue.popleft().result()
+        while queue:
+            yield queue.popleft().result()
+
+
+def _score_units(units: Sequence[Unit], scorer, model, options, state, journal) -> int:
+    """Score ``units`` (this rank's, not finished before), journaling each row; returns the
+    number of rows written."""
+    from petctiqa.iqa.inference import predict_stacks
+
+    owners: list[tuple[str, str, int, str, bool]] = []
+    written = 0
+
+    def stacks() -> Iterator[Any]:
+        for decoded in _decoded(units, options, scorer):
+            unit = decoded.unit
+            if decoded.error:
+                journal.append(_error_row(unit, decoded.error))
+                journal.append({"unit": unit.key, "done": 1})
+                continue
+            known = state.row_keys(unit.key)
+            todo = [(pos, item) for pos, item in enumerate(decoded.items) if item[0] not in known]
+            if not todo:
+                journal.append({"unit": unit.key, "done": len(decoded.items)})
+            for i, (pos, (key, label, stack)) in enumerate(todo):
+                owners.append((unit.key, key, pos, label, i == len(todo) - 1))
+                yield stack
+
+    outputs = predict_stacks(
+        model, stacks(), scorer.device, options.batch_size, scorer.amp_dtype, scorer.channels_last
+    )
+    for index, out in enumerate(outputs):
+        unit_key, key, pos, label, last = owners[index]
+        score = float(scorer.label_scale.denormalise(out["score"]))
+        journal.append(
+            {"unit": unit_key, "key": key, "pos": pos, "source": label, "score": score,
+             "s": float(out["s"]), "w": float(out["w"]), "error": ""}
+        )  # fmt: skip
+        written += 1
+        if last:
+            journal.append({"unit": unit_key, "done": pos + 1})
+    return written
+
+
+def _error_row(unit: Unit, error: str) -> dict[str, Any]:
+    nan = float("nan")
+    return {"unit": unit.key, "key": unit.key, "pos": 0, "source": unit.label,
+            "score": nan, "s": nan, "w": nan, "error": error}  # fmt: skip
+
+
+def score_archive(
+    scorer, inputs: Sequence[Path], out: Path, model, options: ArchiveOptions, barrier=None
+) -> ArchiveResult | None:
+    """Score ``inputs`` into ``out`` (.csv) with ``model`` (the object ``predict_stacks``
+    drives: the torch model or :class:`petctiqa.scoring.runtime.OrtModel`).
+
+    ``barrier`` (a callable) separates scoring from rank 0's merge under torchrun. Returns the
+    counts on rank 0, None on the other ranks."""
+    out = Path(out)
+    if out.suffix.lower() != ".csv":
+        raise DatasetError(f"{out}: archive scoring writes .csv")
+    if out.is_dir():
+        raise DatasetError(f"{out}: is a folder; --out must be a .csv file")
+    units = walk_inputs(inputs, options.slice_stride)
+    folder = journal_dir(out)
+    if options.rank == 0:
+        check_settings(folder, journal_settings(scorer, options))
+    if barrier is not None:
+        barrier()
+    check_settings(folder, journal_settings(scorer, options))
+    state = read_journal(folder)
+    finished_before = sum(u.key in state.done for u in units)
+    mine = [u for i, u in enumerate(units) if i % options.world == options.rank]
+    todo = [u for u in mine if u.key not in state.done]
+    journal = JournalWriter(folder, options.rank)
+    try:
+        _score_units(todo, scorer, model, options, state, journal)
+    finally:
+        journal.close()
+    if barrier is not None:
+        barrier()
+    if options.rank != 0:
+        return None
+    state = read_journal(folder)
+    rows = merged_rows(units, state, options.threshold)
+    write_archive_csv(out, rows, scorer.model_name, scorer.simulated)
+    errors = sum(1 for r in rows if r["error"])
+    return ArchiveResult(len(rows), errors, finished_before, len(units))
+
+
+def merged_rows(units: Sequence[Unit], state, threshold: float) -> list[dict[str, Any]]:
+    """Output rows in walk order: each unit's rows by position, a study's summary after them."""
+    rows: list[dict[str, Any]] = []
+    for unit in units:
+        found = sorted(state.rows.get(unit.key, {}).values(), key=lambda r: r.get("pos", 0))
+        if unit.key not in state.done:
+            found.append(_error_row(unit, f"{unit.label}: not scored (a process failed)"))
+        kind = "slice" if unit.kind == "study" else "image"
+        for row in found:
+            rows.append({**row, "kind": "error" if row["error"] else kind})
+        if unit.kind == "study" and found and not any(r["error"] for r in found):
+            rows.append(study_summary(unit, found, threshold))
+    return rows
+
+
+def study_summary(unit: Unit, slices: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
+    scores = [float(r["score"]) for r in slices]
+    worst = min(range(len(scores)), key=scores.__getitem__)
+    return {
+        "kind": "study", "source": unit.label, "key": unit.key,
+        "score": sum(scores) / len(scores), "s": math.nan, "w": math.nan,
+        "worst_score": scores[worst], "worst_source": slices[worst]["source"],
+        "fraction_below": sum(s < threshold for s in scores) / len(scores), "error": "",
+    }  # fmt: skip
+
+
+def _number(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    return f"{float(value):.6f}"
+
+
+def write_archive_csv(path: Path, rows: Sequence[dict[str, Any]], model: str, simulated: bool):
+    """The output, atomically (see COLUMNS; numbers with 6 decimals, blank when absent)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    sim = "true" if simulated else "false"
+    for r in rows:
+        writer.writerow(
+            [r["kind"], r["source"], r["key"], _number(r["score"]), _number(r.get("s")),
+             _number(r.get("w")), _number(r.get("worst_score")), r.get("worst_source", ""),
+             _number(r.get("fraction_below")), "0..4", model, sim, r["error"]]
+        )  # fmt: skip
+    atomic_write_text(path, buffer.getvalue())

@@ -1,0 +1,148 @@
+"""Archive scoring: rows, study summaries, unreadable inputs, resume after a kill, torchrun."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from petctiqa_cli.main import cli
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(path.read_text().splitlines()))
+
+
+def run_score(archive, checkpoint, out, *extra):
+    args = ["score", str(archive), "--checkpoint", str(checkpoint), "--out", str(out),
+            "--device", "cpu", "--runtime", "eager", "--slice-stride", "8", *extra]  # fmt: skip
+    return CliRunner().invoke(cli, args)
+
+
+def test_rows_summaries_and_unreadable_input(archive, checkpoint, tmp_path):
+    copy = tmp_path / "archive"
+    shutil.copytree(archive, copy)
+    (copy / "images" / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "scores.csv"
+    result = run_score(copy, checkpoint, out)
+    assert result.exit_code == 1, result.output
+    assert "0..4 MOS" in result.stderr and "1 inputs could not be scored" in result.stderr
+    rows = read_rows(out)
+    kinds = [r["kind"] for r in rows]
+    # images sorted by path (broken.png first), then the study's slices and its summary
+    assert kinds[:4] == ["error", "image", "image", "image"] and kinds[-1] == "study"
+    assert set(kinds[4:-1]) == {"slice"} and len(kinds[4:-1]) >= 2
+    assert "broken.png" in rows[0]["error"] and rows[0]["score"] == ""
+    assert all(r["scale"] == "0..4" and r["simulated"] == "false" for r in rows)
+    slices = [float(r["score"]) for r in rows[4:-1]]
+    study = rows[-1]
+    assert float(study["score"]) == pytest.approx(sum(slices) / len(slices), abs=2e-6)
+    assert float(study["worst_score"]) == pytest.approx(min(slices), abs=1e-6)
+    worst = rows[4 + slices.index(min(slices))]["source"]
+    assert study["worst_source"] == worst
+    assert float(study["fraction_below"]) == 1.0  # random weights: all far below 2.0
+    # the threshold only shapes the summary: a rerun reads the journal and re-summarises
+    ranked = sorted(slices)
+    threshold = (ranked[0] + ranked[1]) / 2
+    rerun = run_score(copy, checkpoint, out, "--threshold", repr(threshold))
+    assert rerun.exit_code == 1 and "5 already scored" in rerun.stderr
+    assert float(read_rows(out)[-1]["fraction_below"]) == pytest.approx(1 / len(slices), abs=1e-6)
+    assert rows[4]["key"].startswith("slice:") and "/slice" in rows[4]["source"]
+
+
+def test_simulated_checkpoint_is_marked_in_terminal_and_files(
+    archive, simulated_checkpoint, tmp_path
+):
+    simulated = simulated_checkpoint
+    image = archive / "images" / "img0.png"
+    for out in (tmp_path / "s.json", tmp_path / "s.csv"):
+        result = CliRunner().invoke(
+            cli, ["score", str(image), "--checkpoint", str(simulated), "--out", str(out),
+                  "--device", "cpu", "--runtime", "eager"],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert "SIMULATED" in result.stderr and "0..4 MOS" in result.stderr
+        text = out.read_text()
+        assert ('"simulated": true' in text) if out.suffix == ".json" else (",true," in text)
+
+
+def test_resume_after_kill_gives_the_same_output(archive, checkpoint, tmp_path):
+    reference = tmp_path / "reference.csv"
+    assert run_score(archive, checkpoint, reference).exit_code == 0
+    out = tmp_path / "scores.csv"
+    out.write_text("earlier output\n")
+    command = [str(VENV_BIN / "petctiqa"), "score", str(archive), "--checkpoint", str(checkpoint),
+               "--out", str(out), "--device", "cpu", "--runtime", "eager", "--slice-stride", "1",
+               "--batch-size", "1", "--jobs", "1"]  # fmt: skip
+    part = out.with_name("scores.csv.journal") / "part-0.jsonl"
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if part.is_file() and part.read_bytes().count(b"\n") >= 6:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert out.read_text() == "earlier output\n"  # never a partial output
+    scored_before = part.read_bytes().count(b'"key"')
+    assert scored_before >= 3
+    with open(part, "ab") as handle:
+        handle.write(b'{"unit": "cut by a ki')  # a line cut by the kill
+    # stride 1 this time: the journal belongs to these settings; compare with a fresh run
+    fresh = tmp_path / "fresh.csv"
+    args = ("--slice-stride", "1", "--batch-size", "1")
+    result = CliRunner().invoke(cli, ["score", str(archive), "--checkpoint", str(checkpoint),
+                                      "--out", str(fresh), "--device", "cpu", "--runtime",
+                                      "eager", *args])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(cli, ["score", str(archive), "--checkpoint", str(checkpoint),
+                                      "--out", str(out), "--device", "cpu", "--runtime",
+                                      "eager", *args])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert out.read_text() == fresh.read_text()
+    lines = part.read_text().splitlines()
+    keys = [line for line in lines if '"key"' in line]
+    # nothing scored twice: the rows of the killed run were kept, the rest added
+    assert len(keys) == len({k.split('"key": ')[1].split(",")[0] for k in keys})
+    # a rerun of a finished run scores nothing and writes the same file
+    assert "already scored" in result.stderr
+
+
+def test_journal_of_other_settings_is_refused(archive, checkpoint, tmp_path):
+    out = tmp_path / "scores.csv"
+    assert run_score(archive / "images", checkpoint, out).exit_code == 0
+    result = run_score(archive / "images", checkpoint, out, "--slice-stride", "3")
+    assert result.exit_code != 0
+    assert "other settings (slice_stride)" in result.output
+
+
+@pytest.mark.slow
+def test_torchrun_two_gloo_processes_write_the_single_process_output(archive, checkpoint, tmp_path):
+    single = tmp_path / "single.csv"
+    assert run_score(archive, checkpoint, single).exit_code == 0
+    sharded = tmp_path / "sharded.csv"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [str(VENV_BIN / "torchrun"), "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
+         "-m", "petctiqa_cli.main", "score", str(archive), "--checkpoint", str(checkpoint),
+         "--out", str(sharded), "--device", "cpu", "--runtime", "eager", "--slice-stride", "8",
+         "--jobs", "1"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sharded.read_text() == single.read_text()
+    parts = sorted(p.name for p in (tmp_path / "sharded.csv.journal").glob("part-*.jsonl"))
+    assert parts == ["part-0.jsonl", "part-1.jsonl"]
+    for part in parts:  # both processes scored a share
+        assert '"key"' in (tmp_path / "sharded.csv.journal" / part).read_text()
