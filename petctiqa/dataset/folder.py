@@ -45,51 +45,27 @@ SIMULATED_BANNER_PREFIX = "# SIMULATED"
 """What a reader looks for: any first line starting so marks the file as simulated."""
 
 
+def _artefact(*parts: str) -> property:
+    rel = "/".join(parts)
+    return property(lambda self: self.root.joinpath(*parts), doc=f"``<root>/{rel}``")
+
+
 @dataclass(frozen=True)
 class DatasetFolder:
     """The paths of a dataset folder's artefacts (nothing is read or checked on creation)."""
 
     root: Path
 
-    @property
-    def manifest(self) -> Path:
-        return self.root / MANIFEST_NAME
-
-    @property
-    def split(self) -> Path:
-        return self.root / SPLIT_NAME
-
-    @property
-    def dataset_json(self) -> Path:
-        return self.root / DATASET_JSON
-
-    @property
-    def mos(self) -> Path:
-        return self.root / MOS_NAME
-
-    @property
-    def ratings_db(self) -> Path:
-        return self.root / RATINGS_DB_NAME
-
-    @property
-    def images(self) -> Path:
-        return self.root / IMAGES_DIR
-
-    @property
-    def references(self) -> Path:
-        return self.root / REFERENCES_DIR
-
-    @property
-    def sheets(self) -> Path:
-        return self.root / SHEETS_DIR
-
-    @property
-    def crops_sheets(self) -> Path:
-        return self.root / SHEETS_DIR / CROPS_DIR
-
-    @property
-    def build_state(self) -> Path:
-        return self.root / STATE_DIR
+    manifest = _artefact(MANIFEST_NAME)
+    split = _artefact(SPLIT_NAME)
+    dataset_json = _artefact(DATASET_JSON)
+    mos = _artefact(MOS_NAME)
+    ratings_db = _artefact(RATINGS_DB_NAME)
+    images = _artefact(IMAGES_DIR)
+    references = _artefact(REFERENCES_DIR)
+    sheets = _artefact(SHEETS_DIR)
+    crops_sheets = _artefact(SHEETS_DIR, CROPS_DIR)
+    build_state = _artefact(STATE_DIR)
 
     def file(self, rel: str, where: str) -> Path:
         """``root / rel`` for a path cell read from one of the folder's files, after checking
