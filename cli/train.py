@@ -328,6 +328,7 @@ def train(
     too: the bar a learned model must clear. A build-dataset folder needs ratings first:
     `petctiqa collect-ratings export` (reader study) or `collect-ratings simulate` (pilot).
     """
+    # Long on purpose: the help text above and one line per option passed to the preset.
     from dataclasses import replace
 
     from petctiqa.iqa.data import load_iqa_dataset

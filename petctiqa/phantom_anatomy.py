@@ -400,6 +400,7 @@ def build_thorax(
     shoulders, about 0.07 = lung apex, 0.25 aortic arch, 0.33 carina, 0.4-0.76 heart, 0.68 right
     diaphragm dome, 1 = upper abdomen with liver, spleen, stomach and the upper kidney poles).
     """
+    # Long on purpose: the anatomy table, one structure per statement, top to bottom.
 
     def z_at(t: float) -> float:
         return z_top - t * length_mm

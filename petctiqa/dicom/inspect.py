@@ -178,6 +178,7 @@ def _table(header: list[str], rows: list[list[str]], right: set[int] = frozenset
 
 def format_inspect_text(report: InspectReport) -> str:
     """The report as aligned plain-text tables (what ``petctiqa inspect`` prints)."""
+    # Long on purpose: the report's sections in the order they print (one layout, one place).
     out: list[str] = []
     studies = report.studies()
     out.append(f"DICOM tree {report.root}")

@@ -94,6 +94,7 @@ def stack_geometry(
     names the files. ``single_slice_step_mm`` is the slice step used when there is one slice
     (SliceThickness, default 1 mm). Raises DicomError naming the series and the problem.
     """
+    # Long on purpose: the stack checks in the order they are made, each naming the file at fault.
     n = len(slices)
     if n == 0:
         raise DicomError(f"{label}: no slices")

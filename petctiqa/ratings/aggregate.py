@@ -402,6 +402,7 @@ def mle_subject_model(
     estimate is finite, no std sits at ``max_std`` and no rating's variance is at the floor;
     otherwise ``problems`` says why.
     """
+    # Long on purpose: one numerical recipe (set-up, fit, convergence report), as in SUREAL.
     if method not in MLE_METHODS:
         raise RatingError(f"unknown MLE method {method!r}; use one of {', '.join(MLE_METHODS)}")
     x_es = np.asarray(scores, dtype=float)
