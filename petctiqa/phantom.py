@@ -31,17 +31,13 @@ import io
 import math
 import os
 import shutil
-import struct
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_data_element, write_file_meta_info
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian
 from scipy import ndimage
 from tqdm import tqdm
 
@@ -54,6 +50,15 @@ from petctiqa.phantom_anatomy import (
     draw_habitus,
     paint,
     point_truth,
+)
+from petctiqa.phantom_dicom import (
+    code_item,
+    da,
+    ds_text,
+    element_bytes,
+    file_meta_bytes,
+    pixel_data_bytes,
+    tm,
 )
 from petctiqa.pool import watch_main_process
 from petctiqa.seeding import rng_for
@@ -76,9 +81,6 @@ CT_DESCRIPTION = "CT Thorax 5mm"
 PET_DESCRIPTION = "PET AC"
 CT_SERIES_NUMBER = 2
 PET_SERIES_NUMBER = 4
-_IMPLEMENTATION_UID = "2.25." + str(
-    int.from_bytes(hashlib.sha256(b"petctiqa phantom writer").digest()[:16], "big")
-)
 
 
 @dataclass(frozen=True)
@@ -164,23 +166,6 @@ def phantom_uid(seed: int, *parts: str | int) -> str:
     return "2.25." + str(int.from_bytes(hashlib.sha256(key.encode()).digest()[:16], "big"))
 
 
-def _ds_text(value: float) -> str:
-    """A decimal string (DS, at most 16 characters) for ``value``."""
-    for digits in (10, 9, 8, 7, 6):
-        text = f"{value:.{digits}g}"
-        if len(text) <= 16:
-            return text
-    raise ValueError(f"cannot write {value!r} as a DICOM decimal string")
-
-
-def _tm(moment: dt.datetime) -> str:
-    return moment.strftime("%H%M%S.00")
-
-
-def _da(day: dt.date) -> str:
-    return day.strftime("%Y%m%d")
-
-
 def _draw_acquisition(seed: int, patient_index: int) -> _Acquisition:
     rng = rng_for(seed, f"phantom/{phantom_patient_id(patient_index)}/acquisition")
     sex = "M" if rng.random() < 0.55 else "F"
@@ -255,29 +240,11 @@ def _pet_suv(anatomy: Anatomy, grid: _Grid, rng: np.random.Generator, noise: flo
     return np.clip(suv, 0.0, None)
 
 
-def _file_meta(sop_class: str, sop_instance: str) -> FileMetaDataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_instance
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = _IMPLEMENTATION_UID
-    meta.ImplementationVersionName = f"PETCTIQA_{__version__}"[:16]
-    return meta
-
-
-def _code(value: str, scheme: str, meaning: str) -> Dataset:
-    item = Dataset()
-    item.CodeValue = value
-    item.CodingSchemeDesignator = scheme
-    item.CodeMeaning = meaning
-    return item
-
-
 def _common_dataset(acq: _Acquisition, study_uid: str, for_uid: str) -> Dataset:
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.StudyDate = _da(acq.study_date)
-    ds.StudyTime = _tm(acq.ct_start - dt.timedelta(minutes=2))
+    ds.StudyDate = da(acq.study_date)
+    ds.StudyTime = tm(acq.ct_start - dt.timedelta(minutes=2))
     ds.AccessionNumber = ""
     ds.Manufacturer = "petctiqa"
     ds.InstitutionName = "petctiqa synthetic phantom"
@@ -322,22 +289,22 @@ def _series_dataset(
     ds = _common_dataset(acq, study_uid, for_uid)
     start = acq.ct_start if modality == "CT" else acq.pet_start
     ds.SOPClassUID = CT_IMAGE_STORAGE if modality == "CT" else PET_IMAGE_STORAGE
-    ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = _da(acq.study_date)
-    ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = _tm(start)
+    ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = da(acq.study_date)
+    ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = tm(start)
     ds.Modality = modality
     ds.SeriesInstanceUID = series_uid
     ds.Rows = ds.Columns = matrix
-    ds.PixelSpacing = [_ds_text(grid.spacing), _ds_text(grid.spacing)]
+    ds.PixelSpacing = [ds_text(grid.spacing), ds_text(grid.spacing)]
     if modality == "CT":
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.SeriesDescription = CT_DESCRIPTION
         ds.SeriesNumber = CT_SERIES_NUMBER
         ds.AcquisitionNumber = 1
         ds.ScanOptions = "HELICAL MODE"
-        ds.SliceThickness = _ds_text(CT_SLICE_MM)
+        ds.SliceThickness = ds_text(CT_SLICE_MM)
         ds.KVP = "120"
         ds.DataCollectionDiameter = "500"
-        ds.ReconstructionDiameter = _ds_text(grid.spacing * matrix)
+        ds.ReconstructionDiameter = ds_text(grid.spacing * matrix)
         ds.GantryDetectorTilt = "0"
         ds.TableHeight = "150"
         ds.RotationDirection = "CW"
@@ -352,8 +319,8 @@ def _series_dataset(
         ds.ImageType = ["ORIGINAL", "PRIMARY"]
         ds.SeriesDescription = PET_DESCRIPTION
         ds.SeriesNumber = PET_SERIES_NUMBER
-        ds.SliceThickness = _ds_text(PET_SLICE_MM)
-        ds.ReconstructionDiameter = _ds_text(PET_FIELD_MM)
+        ds.SliceThickness = ds_text(PET_SLICE_MM)
+        ds.ReconstructionDiameter = ds_text(PET_FIELD_MM)
         ds.ActualFrameDuration = BED_SECONDS * 1000
         ds.CorrectedImage = ["NORM", "DTIM", "ATTN", "SCAT", "DECY", "RAN"]
         ds.RescaleIntercept = "0"
@@ -374,14 +341,14 @@ def _series_dataset(
         ds.EnergyWindowRangeSequence = Sequence([window])
         drug = Dataset()
         drug.Radiopharmaceutical = "Fluorodeoxyglucose"
-        drug.RadiopharmaceuticalStartTime = _tm(acq.injection)
+        drug.RadiopharmaceuticalStartTime = tm(acq.injection)
         drug.RadiopharmaceuticalStartDateTime = acq.injection.strftime("%Y%m%d%H%M%S.00")
-        drug.RadionuclideTotalDose = _ds_text(acq.dose_bq)
-        drug.RadionuclideHalfLife = _ds_text(F18_HALF_LIFE_S)
+        drug.RadionuclideTotalDose = ds_text(acq.dose_bq)
+        drug.RadionuclideHalfLife = ds_text(F18_HALF_LIFE_S)
         drug.RadionuclidePositronFraction = "0.9673"
-        drug.RadionuclideCodeSequence = Sequence([_code("C-111A1", "SRT", "^18^Fluorine")])
+        drug.RadionuclideCodeSequence = Sequence([code_item("C-111A1", "SRT", "^18^Fluorine")])
         drug.RadiopharmaceuticalCodeSequence = Sequence(
-            [_code("C-B1031", "SRT", "Fluorodeoxyglucose F^18^")]
+            [code_item("C-B1031", "SRT", "Fluorodeoxyglucose F^18^")]
         )
         ds.RadiopharmaceuticalInformationSequence = Sequence([drug])
     return ds
@@ -393,31 +360,6 @@ def _study_folder(acq: _Acquisition, study_uid: str) -> str:
 
 def _series_folder(number: int, description: str, series_uid: str) -> str:
     return f"{number:.6f}-{description}-{series_uid[-5:]}"
-
-
-def _element_bytes(ds: Dataset) -> dict[int, bytes]:
-    """Each element of ``ds`` encoded alone (explicit VR little endian), keyed by tag."""
-    encoded: dict[int, bytes] = {}
-    for element in ds:
-        buffer = DicomBytesIO()
-        buffer.is_little_endian = True
-        buffer.is_implicit_VR = False
-        write_data_element(buffer, element)
-        encoded[int(element.tag)] = buffer.getvalue()
-    return encoded
-
-
-def _pixel_data_bytes(pixels: bytes) -> bytes:
-    """The (7FE0,0010) Pixel Data element, VR OW, explicit VR little endian."""
-    return struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, len(pixels)) + pixels
-
-
-def _file_meta_bytes(sop_class: str, sop_instance: str) -> bytes:
-    buffer = DicomBytesIO()
-    buffer.is_little_endian = True
-    buffer.is_implicit_VR = False
-    write_file_meta_info(buffer, _file_meta(sop_class, sop_instance), enforce_standard=True)
-    return b"\0" * 128 + b"DICM" + buffer.getvalue()
 
 
 @dataclass(frozen=True)
@@ -446,8 +388,8 @@ def _write_series(
     staging folder that replaces ``folder`` when complete, so a reader never sees a partly
     written series and an interrupted run leaves any earlier series intact.
     """
-    static = _element_bytes(base)
-    x_text, y_text = (_ds_text(v) for v in grid.origin)
+    static = element_bytes(base)
+    x_text, y_text = (ds_text(v) for v in grid.origin)
     staging = folder.parent / f".{folder.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -457,19 +399,19 @@ def _write_series(
         varying = Dataset()
         varying.SOPInstanceUID = sop_uid
         varying.InstanceNumber = header.instance_number
-        varying.ImagePositionPatient = [x_text, y_text, _ds_text(header.z_mm)]
-        varying.SliceLocation = _ds_text(header.z_mm)
+        varying.ImagePositionPatient = [x_text, y_text, ds_text(header.z_mm)]
+        varying.SliceLocation = ds_text(header.z_mm)
         if header.rescale_slope is not None:
             varying.RescaleSlope = header.rescale_slope
             varying.ImageIndex = header.instance_number
         if header.acquisition_time is not None:
             varying.AcquisitionTime = header.acquisition_time
-        elements = {**static, **_element_bytes(varying)}
+        elements = {**static, **element_bytes(varying)}
         body = b"".join(elements[tag] for tag in sorted(elements))
-        pixels = _pixel_data_bytes(stored[k].astype("<u2").tobytes())
+        pixels = pixel_data_bytes(stored[k].astype("<u2").tobytes())
         name = f"1-{header.instance_number:02d}.dcm"
         with open(staging / name, "wb") as handle:
-            handle.write(_file_meta_bytes(base.SOPClassUID, sop_uid) + body + pixels)
+            handle.write(file_meta_bytes(base.SOPClassUID, sop_uid) + body + pixels)
         names.append(name)
     if folder.exists():
         retired = folder.parent / f".{folder.name}.old"
@@ -488,7 +430,7 @@ def _quantise_pet(bqml: np.ndarray) -> tuple[np.ndarray, list[str]]:
     slopes: list[str] = []
     for k, plane in enumerate(bqml):
         peak = float(plane.max())
-        slope_text = _ds_text(peak / PET_STORED_MAX) if peak > 0 else "1"
+        slope_text = ds_text(peak / PET_STORED_MAX) if peak > 0 else "1"
         slope = float(slope_text)
         stored[k] = np.clip(np.rint(plane / slope), 0, 65535).astype(np.uint16)
         slopes.append(slope_text)
@@ -545,8 +487,8 @@ def write_phantom_study(
     bqml = suv * np.float32(acq.decayed_dose_bq / (acq.weight_kg * 1000.0))
     pet_stored, slopes = _quantise_pet(bqml)
     n_pet = len(pet_grid.zs)
-    second_bed = _tm(acq.pet_start + dt.timedelta(seconds=BED_SECONDS))
-    acq_times = [_tm(acq.pet_start) if k < n_pet // 2 else second_bed for k in range(n_pet)]
+    second_bed = tm(acq.pet_start + dt.timedelta(seconds=BED_SECONDS))
+    acq_times = [tm(acq.pet_start) if k < n_pet // 2 else second_bed for k in range(n_pet)]
     pet_base = _series_dataset(acq, study_uid, for_uid, pet_uid, "PT", pet_grid, pet_matrix)
     pet_headers = [
         _SliceHeader(k + 1, float(z), slopes[k], acq_times[k]) for k, z in enumerate(pet_grid.zs)
