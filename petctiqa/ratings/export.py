@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from petctiqa.atomic import atomic_write_text
+from petctiqa.dataset.folder import MOS_NAME, DatasetFolder
 from petctiqa.errors import RatingError
 from petctiqa.ratings.aggregate import (
     Aggregation,
@@ -187,7 +188,7 @@ def _mos_frame(
         mos[name] = [getattr(im, name) for im in images]
     mos["split"] = [im.split for im in images]
     mos["simulated"] = [str(im.image in sim_images).lower() for im in images]
-    manifest = pd.read_csv(dataset / "manifest.csv", dtype=str)
+    manifest = pd.read_csv(DatasetFolder(dataset).manifest, dtype=str)
     extra = [c for c in MANIFEST_EXTRA_COLUMNS if c in manifest.columns]
     if extra:
         mos = mos.merge(manifest[["image", *extra]], on="image", how="left")
@@ -249,6 +250,6 @@ def export_study(
     paths = write_aggregation(result, out, simulated_raters, figure=figure)
     paths["ratings_raw"] = out / "ratings_raw.csv"
     _frame_to_csv(raw, paths["ratings_raw"], any_sim)
-    paths["mos"] = out / "mos.csv"
+    paths["mos"] = out / MOS_NAME
     _frame_to_csv(_mos_frame(dataset, images, result, raw), paths["mos"], any_sim)
     return paths
