@@ -305,3 +305,31 @@ def test_version_1_checkpoints_still_load_as_msiqa(tmp_path, small_config):
     torch.save(payload, tmp_path / "v1.pt")
     loaded = load_model(tmp_path / "v1.pt")
     assert isinstance(loaded.model, MsIqa) and loaded.preprocessing == Preprocessing(size=64)
+
+
+def test_msiqa_pretrains_through_a_probe_and_trains_from_it(tmp_path, small_config, tiny_csv):
+    """The GPU path: MS-IQA's trunks learn from generator labels through a linear probe; the
+    probe is not part of the model, and train --init starts from the pretrained weights."""
+    from petctiqa.iqa.data import load_iqa_dataset
+    from petctiqa.iqa.pretrain import PretrainOptions, pretrain
+    from petctiqa.iqa.references import Reference
+    from petctiqa.iqa.train import TrainOptions, train
+
+    rng = np.random.default_rng(0)
+    refs = [Reference("r", rng.integers(0, 256, (96, 96, 3), dtype=np.uint8))]
+    prep = Preprocessing(size=64, mode="crops", grid=1)
+    options = PretrainOptions(steps=2, batch_size=4, device="cpu", progress=False)
+    result = pretrain("msiqa", refs, _ranges(), prep, tmp_path / "pre", options, small_config)
+    data = torch.load(result.output, weights_only=True)
+    model, _ = build_model("msiqa", small_config)
+    assert data["probe"]["weight"].shape == (3, model.feature_dim)
+    assert not any(key.startswith("probe") for key in data["model"])
+    run = train(
+        load_iqa_dataset(tiny_csv),
+        tmp_path / "run",
+        TrainOptions(epochs=1, batch_size=4, device="cpu", model=small_config, progress=False,
+                     init=result.output, preprocessing=prep),
+    )  # fmt: skip
+    assert len(run.history) == 1
+    saved = torch.load(run.last_checkpoint, weights_only=True)
+    assert saved["train_options"]["init"]["path"] == str(result.output)
