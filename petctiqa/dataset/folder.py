@@ -9,6 +9,7 @@ The build writes the folder (:mod:`petctiqa.dataset.build` through :mod:`~petcti
 their owners: the manifest's columns are :mod:`petctiqa.dataset.manifest`'s, the split's
 :mod:`petctiqa.dataset.split`'s. This module only knows where each record lives and reads it
 with the checks every reader needs (paths that stay inside the folder, a split read one way).
+It imports no image library, so the reader study and the trainer load it cheaply.
 """
 
 from __future__ import annotations
@@ -21,13 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from petctiqa.dataset import split as split_file
-from petctiqa.dataset.layout import DATASET_JSON, STATE_DIR
 from petctiqa.dataset.manifest import MANIFEST_NAME, PATH_COLUMNS
-from petctiqa.dataset.sheets import CROPS_DIR
 from petctiqa.dataset.split import SPLIT_NAME
 from petctiqa.errors import DatasetError
 from petctiqa.safe_paths import UnsafePathError, relative_inside
 
+DATASET_JSON = "dataset.json"
+"""The build's settings and counts."""
+STATE_DIR = ".build-state"
+"""The build's resume bookkeeping (:mod:`petctiqa.dataset.layout`, :mod:`~petctiqa.dataset.resume`)."""
+CROPS_DIR = "crops"
+"""Under ``sheets/``: the 1:1 crops sheets (:mod:`petctiqa.dataset.sheets`)."""
 MOS_NAME = "mos.csv"
 """Written by ``collect-ratings export``: one row per manifest image (MOS, CI, levels, split)."""
 RATINGS_DB_NAME = "ratings.sqlite"

@@ -16,13 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from petctiqa.atomic import atomic_write_text, temporary_target
+from petctiqa.dataset.folder import CROPS_DIR, DATASET_JSON, STATE_DIR
 from petctiqa.dataset.manifest import MANIFEST_NAME
-from petctiqa.dataset.sheets import CROPS_DIR
 from petctiqa.dataset.split import SPLIT_NAME
 from petctiqa.safe_paths import UnsafePathError, inside, join_component, safe_component
 
-STATE_DIR = ".build-state"
-DATASET_JSON = "dataset.json"
 IMAGE_SUFFIX = {"jpeg": ".jpg", "png": ".png"}
 
 

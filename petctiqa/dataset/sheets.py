@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from petctiqa.dataset.folder import CROPS_DIR
 from petctiqa.png import encode_png_rgb
 
 TILE_PX = 128
@@ -43,7 +44,6 @@ TEXT = (235, 235, 235)
 CROP_PX = 128
 _MCU_PX = 16
 """The tallest JPEG MCU (4:2:0)."""
-CROPS_DIR = "crops"
 """Sub-folder of ``sheets/`` holding the 1:1 crops sheets (kept apart: ``sheets/*.png`` are the
 contact sheets, one per slice)."""
 
