@@ -42,3 +42,40 @@ def test_runtime_choice():
     assert choose_runtime("auto", "cpu", AUTO_ORT_MIN_INPUTS, False)[0] == "ort"
     with pytest.raises(ModelError, match="CPU only"):
         choose_runtime("ort", "cuda", 1, False)
+
+
+def test_petct_cnn_whole_image_ort_equals_eager(archive, tmp_path):
+    """petct-cnn evaluates whole images (grid 0): one export per image size."""
+    pytest.importorskip("onnxruntime")
+    from PIL import Image
+
+    from petctiqa.iqa.checkpoint import save_checkpoint
+    from petctiqa.iqa.preprocess import Preprocessing
+    from petctiqa.models import get_model_entry
+
+    entry = get_model_entry("petct-cnn")
+    config = entry.default_config()
+    torch.manual_seed(0)
+    model = entry.build(config).eval()
+    with torch.no_grad():  # a non-constant response table, so scores differ between images
+        for name, parameter in model.named_parameters():
+            if name.endswith("values"):
+                parameter.copy_(torch.linspace(0.0, 1.0, parameter.numel()))
+    path = tmp_path / "cnn.pt"
+    save_checkpoint(path, {
+        "model_name": "petct-cnn", "config": config.to_dict(),
+        "label_scale": {"low": 0.0, "high": 4.0}, "model": model.state_dict(),
+        "preprocessing": Preprocessing(size=64, mode="crops", grid=0).to_dict(),
+    })  # fmt: skip
+    images = sorted((archive / "images").glob("*.png"))
+    wide = tmp_path / "wide.png"
+    Image.open(images[2]).resize((80, 48)).save(wide)
+    images.append(wide)
+    scorer = Scorer(path, "cpu")
+    eager = scorer.score(images, batch_size=2)
+    model_ort, name, _ = scorer.runtime_model("ort", 4, 2, cache_dir=tmp_path / "onnx")
+    fast = scorer.score(images, batch_size=2, model=model_ort)
+    assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 2  # 48 x 48 and 48 x 80
+    assert len({round(r.score, 4) for r in eager}) > 1
+    for a, b in zip(eager, fast, strict=True):
+        assert abs(a.score - b.score) < 1e-3
