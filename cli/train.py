@@ -332,9 +332,9 @@ def train(
     from dataclasses import replace
 
     from petctiqa.iqa.data import load_iqa_dataset
+    from petctiqa.iqa.folds import train_folds
     from petctiqa.iqa.preprocess import Preprocessing
     from petctiqa.iqa.presets import get_preset, preset_options, train_with_recipe
-    from petctiqa.iqa.train import train_folds
 
     chosen = get_preset(preset)
     overrides = {

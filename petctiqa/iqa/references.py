@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from petctiqa.dataset.folder import DatasetFolder
 from petctiqa.errors import DatasetError
 from petctiqa.iqa.preprocess import read_image
 
@@ -47,7 +48,7 @@ def references_from_samples(samples: Iterable) -> list[Reference]:
 
 
 def _build_folder_references(folder: Path) -> list[Reference]:
-    paths = sorted((folder / "references").glob("*.png"))
+    paths = sorted(DatasetFolder(folder).references.glob("*.png"))
     return [Reference(str(p), _rgb(p)) for p in paths]
 
 
@@ -104,7 +105,8 @@ def collect_references(
         path = Path(source)
         if not path.exists():
             raise DatasetError(f"{path}: no such file or folder")
-        if path.is_dir() and (path / "references").is_dir() and not (path / "mos.csv").exists():
+        layout = DatasetFolder(path)
+        if path.is_dir() and layout.references.is_dir() and not layout.mos.exists():
             found += _build_folder_references(path)
             continue
         try:

@@ -64,7 +64,8 @@ def test_ddp_folds_rank0_writes_folds_csv_and_all_ranks_agree(tiny_csv, tmp_path
         from pathlib import Path
         from petctiqa.iqa.data import load_iqa_dataset
         from petctiqa.msiqa.model import MsIqaConfig
-        from petctiqa.iqa.train import TrainOptions, train_folds
+        from petctiqa.iqa.folds import train_folds
+        from petctiqa.iqa.train import TrainOptions
         from petctiqa_cli.train import report_folds
         torch.set_num_threads(1)
         opts = TrainOptions(epochs=1, batch_size=4, device="cpu", progress=False,

@@ -333,3 +333,54 @@ def test_msiqa_pretrains_through_a_probe_and_trains_from_it(tmp_path, small_conf
     assert len(run.history) == 1
     saved = torch.load(run.last_checkpoint, weights_only=True)
     assert saved["train_options"]["init"]["path"] == str(result.output)
+
+
+def test_handcrafted_features_see_impulses_and_blocking_on_published_images():
+    """On the published images of one slice: impulse density rises with the Poisson level and
+    8x8 blockiness with the JPEG level (all else at level 0)."""
+    import cv2
+
+    from petctiqa.iqa.handcrafted import FEATURE_NAMES, image_features
+
+    with open(DEV / "groups.csv", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["slice"] == "s04"]
+
+    def features(p: str, g: str, j: str) -> dict[str, float]:
+        (row,) = [
+            r
+            for r in rows
+            if (r["poisson_level"], r["gaussian_level"], r["jpeg_level"]) == (p, g, j)
+        ]
+        rgb = cv2.cvtColor(cv2.imread(str(DEV / "test" / row["image"])), cv2.COLOR_BGR2RGB)
+        return dict(zip(FEATURE_NAMES, image_features(rgb), strict=True))
+
+    impulses = [features(p, "0", "0")["impulses_40"] for p in "012"]
+    blocking = [features("0", "0", j)["blockiness_h"] for j in "012"]
+    assert impulses[0] < 1 < impulses[1] < impulses[2]
+    assert blocking[0] < blocking[1] < blocking[2]
+
+
+def test_references_come_from_the_training_patients_only(tmp_path):
+    """PET-CT-IQA-DS folder: the (0,0,0) images of the chosen patients' slices; a fresh build
+    folder (no mos.csv yet): its references/ renders."""
+    from PIL import Image
+
+    from petctiqa.iqa.references import collect_references
+
+    p1 = collect_references([DEV], ["P1"])
+    assert len(p1) == 5 and all(r.rgb.shape == (512, 512, 3) for r in p1)
+    with open(DEV / "groups.csv", newline="") as handle:
+        clean = {
+            r["image"]
+            for r in csv.DictReader(handle)
+            if r["patient"] == "P1"
+            and (r["poisson_level"], r["gaussian_level"], r["jpeg_level"]) == ("0", "0", "0")
+        }
+    assert {Path(r.key).name for r in p1} == clean
+    build = tmp_path / "ds"
+    (build / "references").mkdir(parents=True)
+    for name in ("b.png", "a.png"):
+        Image.new("RGB", (32, 32), (9, 9, 9)).save(build / "references" / name)
+    assert [Path(r.key).name for r in collect_references([build])] == ["a.png", "b.png"]
+    with pytest.raises(DatasetError, match="no such file"):
+        collect_references([tmp_path / "missing"])
