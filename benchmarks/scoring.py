@@ -1,7 +1,7 @@
 """Scoring speed on the CPU: eager PyTorch vs ONNX Runtime, archive scoring, 2 processes vs 1.
 
     .venv/bin/python benchmarks/scoring.py [--steps 3] [--patients 2] [--slice-stride 20]
-        [--dicom ../shared/data/dicom] [--threads 2]
+        [--dicom ../shared/data/dicom] [--threads 2] [--network-only]
 
 Uses the full MS-IQA (random init, 224 x 224 resize preprocessing; speed does not depend on
 the weights). Prints:
@@ -138,6 +138,7 @@ def main() -> None:
     parser.add_argument("--slice-stride", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--dicom", default="")
+    parser.add_argument("--network-only", action="store_true", help="skip the archive runs")
     args = parser.parse_args()
     import torch
 
@@ -148,7 +149,8 @@ def main() -> None:
         checkpoint = make_checkpoint(work / "msiqa.pt")
         cache = work / "onnx"
         network_speed(checkpoint, cache, args.steps, args.batch)
-        archive_speed(args, checkpoint, cache, work)
+        if not args.network_only:
+            archive_speed(args, checkpoint, cache, work)
 
 
 if __name__ == "__main__":

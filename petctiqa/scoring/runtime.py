@@ -183,6 +183,9 @@ class OrtModel:
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
             options.log_severity_level = 3
+            # Idle ORT threads spin by default; on a CPU shared with other work that spinning
+            # costs more than it saves (docs/scoring.md, "Runtime").
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self.sessions[item_shape] = ort.InferenceSession(
                 str(path), options, providers=["CPUExecutionProvider"]
             )
