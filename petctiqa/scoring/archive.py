@@ -180,6 +180,8 @@ def merged_rows(units: Sequence[Unit], state, threshold: float) -> list[dict[str
         found = sorted(state.rows.get(unit.key, {}).values(), key=lambda r: r.get("pos", 0))
         if unit.key not in state.done:
             found.append(_error_row(unit, f"{unit.label}: not scored (a process failed)"))
+        elif not found:
+            found.append(_error_row(unit, f"{unit.label}: no slice inside the PET/CT overlap"))
         kind = "slice" if unit.kind == "study" else "image"
         for row in found:
             rows.append({**row, "kind": "error" if row["error"] else kind})

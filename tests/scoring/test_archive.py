@@ -146,3 +146,17 @@ def test_torchrun_two_gloo_processes_write_the_single_process_output(archive, ch
     assert parts == ["part-0.jsonl", "part-1.jsonl"]
     for part in parts:  # both processes scored a share
         assert '"key"' in (tmp_path / "sharded.csv.journal" / part).read_text()
+
+
+def test_merge_gives_error_rows_for_unfinished_and_empty_units(tmp_path):
+    from petctiqa.scoring.archive import merged_rows
+    from petctiqa.scoring.journal import JournalState
+    from petctiqa.scoring.walk import Unit
+
+    empty = Unit("study", "study:a", "A#P/ct", tmp_path)
+    lost = Unit("image", "file:x@1", "x.png", tmp_path / "x.png")
+    state = JournalState(done={"study:a"})
+    rows = merged_rows([empty, lost], state, 2.0)
+    assert [r["kind"] for r in rows] == ["error", "error"]
+    assert "no slice inside the PET/CT overlap" in rows[0]["error"]
+    assert "not scored (a process failed)" in rows[1]["error"]
