@@ -155,11 +155,6 @@ def thumbnails_bgr(encoded: Sequence[bytes], tile: int) -> list[np.ndarray]:
     return [cv2.resize(image, (tile, tile), interpolation=cv2.INTER_AREA) for image in decoded]
 
 
-def thumbnail_rgb(encoded: bytes, tile: int) -> np.ndarray:
-    """A (tile, tile, 3) uint8 RGB thumbnail of an encoded JPEG or PNG (area-averaged)."""
-    return cv2.cvtColor(thumbnails_bgr([encoded], tile)[0], cv2.COLOR_BGR2RGB)
-
-
 def _tile_origin(cell: tuple[int, int], tile: int) -> tuple[int, int]:
     """(x, y) of a grid cell's top-left pixel."""
     row, column = cell

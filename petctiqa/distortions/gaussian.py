@@ -24,7 +24,9 @@ NAME = "gaussian"
 @functools.lru_cache(maxsize=16)
 def gaussian_step_table(sigma: float) -> InverseCdfTable:
     """Table for the integer noise ``d = clip(floor(sigma * z), -255, 255)``, z ~ N(0, 1)."""
-    from scipy import special  # here, not at the top: ~0.3 s that only the workers need
+    from scipy import (
+        special,  # here, not at the top: only the workers need it (import cost in docs/architecture.md)
+    )
 
     values = np.arange(-255, 256)
     cdf = special.ndtr((values + 1) / sigma)[None, :]  # P(floor(sigma z) <= v) = Phi((v+1)/sigma)

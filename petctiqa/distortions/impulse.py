@@ -2,7 +2,7 @@
 
 With clean channel value ``I``, draw ``k ~ Poisson(lambda * I / 255)``; where ``k > 0`` the
 channel becomes 255, else it is unchanged. So each channel value turns white independently with
-probability ``p(I) = 1 - exp(-lambda * I / 255)``. Exact and ~100x cheaper than one draw per
+probability ``p(I) = 1 - exp(-lambda * I / 255)``. Exact, and far fewer draws than one per
 value: candidate positions are drawn at the highest rate (binomial count + distinct uniform
 positions, i.e. i.i.d. Bernoulli(p_max)) and each candidate is thinned to its own ``p(I)`` with
 a float64 uniform.
