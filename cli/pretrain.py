@@ -120,11 +120,9 @@ def pretrain(
     if preset is not None:
         chosen = get_preset(preset)
         model_name = chosen.train["model_name"]
-        prep = (
-            chosen.preprocessing
-            if chosen.preprocessing.mode == "crops"
-            else replace(chosen.preprocessing, mode="crops", size=224)
-        )
+        # MS-IQA (paper) pretrains on 224-px native crops: Swin's input size.
+        crops = chosen.preprocessing is not None and chosen.preprocessing.mode == "crops"
+        prep = chosen.preprocessing if crops else Preprocessing(size=224, mode="crops", grid=1)
         if chosen.pretrain is not None:
             options = replace(chosen.pretrain, seed=seed, device=device)
     wanted = [p.strip() for p in patients.split(",") if p.strip()] if patients else None

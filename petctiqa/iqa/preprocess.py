@@ -87,14 +87,17 @@ class Preprocessing:
         object.__setattr__(self, "std", std)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The fields as plain values; the resize defaults (mode, grid) are left out, so
+        MS-IQA checkpoints store exactly what they stored before crops existed."""
+        data: dict[str, Any] = {
             "size": self.size,
             "interpolation": self.interpolation,
             "mean": list(self.mean),
             "std": list(self.std),
-            "mode": self.mode,
-            "grid": self.grid,
         }
+        if self.mode != "resize" or self.grid != 1:
+            data.update(mode=self.mode, grid=self.grid)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocessing:

@@ -29,7 +29,8 @@ class Preset:
     description: str
     train: dict[str, Any]
     """TrainOptions fields this preset sets."""
-    preprocessing: Preprocessing
+    preprocessing: Preprocessing | None
+    """None: the model's own (MS-IQA: resize to its image size)."""
     pretrain: PretrainOptions | None = None
     pretrain_fields: tuple[str, ...] = field(default=())
 
@@ -41,7 +42,7 @@ PRESETS: dict[str, Preset] = {
         name="paper",
         description="MS-IQA as published: 224-px bicubic resize, Adam 1e-5, batch 16, 10 epochs",
         train={"model_name": "msiqa", "epochs": 10, "batch_size": 16, "lr": 1e-5},
-        preprocessing=Preprocessing(),
+        preprocessing=None,
     ),
     "cpu": Preset(
         name="cpu",
