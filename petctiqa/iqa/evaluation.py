@@ -146,8 +146,8 @@ def evaluate(
         if len(train) >= 3:
             from petctiqa.iqa.handcrafted import fit_handcrafted
 
-            add("hand-made features (GBR fit on train)", fit_handcrafted(train).predict(test))
             add("BRISQUE (SVR fit on train)", bl.fit_brisque(train).predict(test))
+            add("hand-made features (GBR fit on train)", fit_handcrafted(train).predict(test))
         else:
             skip("BRISQUE (SVR fit on train)", "no training images")
         references = sorted({s.reference for s in train if s.reference is not None})

@@ -152,7 +152,9 @@ def test_score_cli_outputs_and_errors(trained_run, tiny_csv, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not a png")
     result = runner.invoke(cli, ["score", str(bad), "--checkpoint", ckpt])
-    assert result.exit_code == 2 and f"error: {bad}: cannot read image" in result.output
+    # An unreadable input is reported and the run ends non-zero, but it no longer stops the
+    # other inputs (issue #18.12): exit 1 after scoring the rest, not 2 before any.
+    assert result.exit_code == 1 and f"error: {bad}: cannot read image" in result.output
     foreign = tmp_path / "other.pt"
     torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)
     result = runner.invoke(cli, ["score", str(bad), "--checkpoint", str(foreign)])
