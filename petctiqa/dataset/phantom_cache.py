@@ -78,9 +78,9 @@ def ensure_phantom(cache: Path | None, patients: int, seed: int, progress: bool,
         cache.mkdir(parents=True, exist_ok=True)
         with _locked(cache / f".{root.name}.lock"):
             if root.is_dir() and _read_marker(marker) == wanted:
-                log(f"no --src given: using {what} already in {root}")
+                log(f"no DICOM source given: using {what} already in {root}")
                 return root
-            log(f"no --src given: generating {what} in {root} (a cache outside the dataset)")
+            log(f"no DICOM source given: generating {what} in {root} (a cache outside the dataset)")
             tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=cache))
             try:
                 write_phantom_tree(tmp, patients=patients, seed=seed, progress=progress)
@@ -94,7 +94,7 @@ def ensure_phantom(cache: Path | None, patients: int, seed: int, progress: bool,
     except OSError as exc:
         raise DatasetError(
             f"{cache}: cannot keep the built-in phantom there ({exc.strerror or exc}); "
-            f"choose another folder with --phantom-cache or ${CACHE_ENV}"
+            f"the cache folder is chosen by the build's phantom_cache setting or ${CACHE_ENV}"
         ) from None
     return root
 

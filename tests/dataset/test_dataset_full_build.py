@@ -22,7 +22,7 @@ def test_default_command_builds_the_full_2700_image_set_on_the_phantom(tmp_path)
     )
     assert result.exit_code == 0, result.output
     assert (
-        f"no --src given: generating the built-in synthetic PET/CT phantom (20 patients, seed 0) "
+        f"no DICOM source given: generating the built-in synthetic PET/CT phantom (20 patients, seed 0) "
         f"in {cache / 'phantom-20p-seed0'} (a cache outside the dataset)"
     ) in result.stderr
     assert not list(out.rglob("*.dcm"))  # the 569 MB of DICOM stay out of the dataset

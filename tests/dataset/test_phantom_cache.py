@@ -47,7 +47,7 @@ def test_phantom_goes_to_the_cache_not_the_dataset_and_is_reused(tmp_path):
     assert first.exit_code == 0, first.output
     root = cache / "phantom-1p-seed0"
     assert (
-        "no --src given: generating the built-in synthetic PET/CT phantom (1 patients, seed 0) "
+        "no DICOM source given: generating the built-in synthetic PET/CT phantom (1 patients, seed 0) "
         f"in {root} (a cache outside the dataset)"
     ) in first.stderr
     # the dataset holds no DICOM; dataset.json says where the source was
@@ -105,7 +105,7 @@ def test_unwritable_cache_is_a_clear_error(tmp_path):
     locked.chmod(0o500)
     try:
         with pytest.raises(
-            DatasetError, match=r"cannot keep the built-in phantom there.*--phantom-cache"
+            DatasetError, match=r"cannot keep the built-in phantom there.*phantom_cache setting"
         ):
             ensure_phantom(locked / "cache", 1, 0, False, print)
     finally:
