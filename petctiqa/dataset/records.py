@@ -83,6 +83,22 @@ class PreparedPatient:
     frame_of_reference_uid: str
     slices: tuple[SlicePlan, ...]
 
+    def provenance(self, item: SlicePlan) -> dict[str, object]:
+        """The manifest fields every image of slice ``item`` shares (its DICOM origin and
+        reference), for both manifest record types."""
+        return {
+            "patient_id": self.patient_id,
+            "slice_id": item.slice_id,
+            "slice_number": item.slice_number,
+            "slice_position_mm": item.position_mm,
+            "study_uid": self.study_uid,
+            "ct_series_uid": self.ct_series_uid,
+            "pet_series_uid": self.pet_series_uid,
+            "ct_sop_uid": item.ct_sop_uid,
+            "frame_of_reference_uid": self.frame_of_reference_uid,
+            "reference": item.reference,
+        }
+
 
 @dataclass(frozen=True)
 class SliceOutcome:
