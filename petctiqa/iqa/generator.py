@@ -25,7 +25,7 @@ from petctiqa.distort import (
     encode_jpeg,
 )
 from petctiqa.errors import ModelError
-from petctiqa.iqa.preprocess import CROP_ALIGN
+from petctiqa.iqa.preprocess import crop_side, random_origin
 from petctiqa.protocol import DistortionSettings
 from petctiqa.seeding import rng_for
 
@@ -127,9 +127,8 @@ def apply_draw(
 def aligned_crop(image: np.ndarray, side: int, rng: np.random.Generator) -> np.ndarray:
     """A ``side`` x ``side`` crop of an (H, W, 3) image at a random 16-aligned origin."""
     height, width = image.shape[:2]
-    side = min(side, height - height % CROP_ALIGN, width - width % CROP_ALIGN)
-    row = int(rng.integers(0, (height - side) // CROP_ALIGN + 1)) * CROP_ALIGN
-    col = int(rng.integers(0, (width - side) // CROP_ALIGN + 1)) * CROP_ALIGN
+    side = crop_side(height, width, side)
+    row, col = random_origin(height, width, side, rng)
     return image[row : row + side, col : col + side]
 
 

@@ -243,6 +243,12 @@ def random_crop(array: np.ndarray, prep: Preprocessing, rng: np.random.Generator
         return array
     _, height, width = array.shape
     side = crop_side(height, width, prep.size)
+    row, col = random_origin(height, width, side, rng)
+    return np.ascontiguousarray(array[:, row : row + side, col : col + side])
+
+
+def random_origin(height: int, width: int, side: int, rng: np.random.Generator) -> tuple[int, int]:
+    """A 16-aligned (row, col) origin for a ``side`` crop, row drawn first, then column."""
     row = int(rng.integers(0, (height - side) // CROP_ALIGN + 1)) * CROP_ALIGN
     col = int(rng.integers(0, (width - side) // CROP_ALIGN + 1)) * CROP_ALIGN
-    return np.ascontiguousarray(array[:, row : row + side, col : col + side])
+    return row, col
