@@ -26,12 +26,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from petctiqa.distortions import projection
-from petctiqa.distortions.registry import Distortion, Parameter, register_distortion
+from petctiqa.distortions.registry import (
+    Distortion,
+    Parameter,
+    keyword_configure,
+    register_distortion,
+)
 from petctiqa.distortions.slices import PetCtSlice
 from petctiqa.errors import PetctiqaError
 
@@ -106,13 +110,6 @@ class CtDoseModel:
         return projection.crop(mu_noise * 1000.0 / self.mu_water_per_cm, offset, hu.shape)
 
 
-def configure(options: dict[str, Any]) -> CtDoseModel:
-    try:
-        return CtDoseModel(**options)
-    except TypeError as exc:
-        raise PetctiqaError(f"{NAME}: {exc}") from None
-
-
 DISTORTION = register_distortion(
     Distortion(
         name=NAME,
@@ -120,6 +117,6 @@ DISTORTION = register_distortion(
         parameter=Parameter("fraction", "of the full-dose mAs", 1.0, 1e-3, 1.0),
         summary="lower CT dose: Poisson + electronic noise inserted in the projections, FBP",
         apply=CtDoseModel(),
-        configure=configure,
+        configure=keyword_configure(NAME, CtDoseModel),
     )
 )

@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from petctiqa.distortions import projection
 from petctiqa.distortions.ct_dose import DEFAULT_MU_WATER
-from petctiqa.distortions.registry import Distortion, Parameter, register_distortion
+from petctiqa.distortions.registry import (
+    Distortion,
+    Parameter,
+    keyword_configure,
+    register_distortion,
+)
 from petctiqa.distortions.slices import PetCtSlice
 from petctiqa.errors import PetctiqaError
 
@@ -73,13 +77,6 @@ class SparseViewModel:
         return projection.crop(difference, offset, hu.shape)
 
 
-def configure(options: dict[str, Any]) -> SparseViewModel:
-    try:
-        return SparseViewModel(**options)
-    except TypeError as exc:
-        raise PetctiqaError(f"{NAME}: {exc}") from None
-
-
 DISTORTION = register_distortion(
     Distortion(
         name=NAME,
@@ -87,6 +84,6 @@ DISTORTION = register_distortion(
         parameter=Parameter("views", "projections over 180 degrees (0 = off)", 0.0, 0.0, MAX_VIEWS),
         summary="CT reconstructed from few projection views: streaks (FBP difference)",
         apply=SparseViewModel(),
-        configure=configure,
+        configure=keyword_configure(NAME, SparseViewModel),
     )
 )

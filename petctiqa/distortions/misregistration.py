@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from petctiqa.dicom.records import Volume
-from petctiqa.distortions.registry import Distortion, Parameter, register_distortion
+from petctiqa.distortions.registry import (
+    Distortion,
+    Parameter,
+    keyword_configure,
+    register_distortion,
+)
 from petctiqa.distortions.slices import PetCtSlice
 from petctiqa.errors import PetctiqaError
 
@@ -58,13 +62,6 @@ class Misregistration:
         return dataclasses.replace(data, pet=pet, pet_volume=moved)
 
 
-def configure(options: dict[str, Any]) -> Misregistration:
-    try:
-        return Misregistration(**options)
-    except TypeError as exc:
-        raise PetctiqaError(f"{NAME}: {exc}") from None
-
-
 DISTORTION = register_distortion(
     Distortion(
         name=NAME,
@@ -72,6 +69,6 @@ DISTORTION = register_distortion(
         parameter=Parameter("shift", "mm along the patient axis", 0.0, -MAX_SHIFT_MM, MAX_SHIFT_MM),
         summary="PET shifted against the CT in patient coordinates, resampled as the render does",
         apply=Misregistration(),
-        configure=configure,
+        configure=keyword_configure(NAME, Misregistration),
     )
 )

@@ -31,12 +31,16 @@ noise-free data): the FBP's own blur is not applied to the input, and the mean i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from petctiqa.distortions import projection
-from petctiqa.distortions.registry import Distortion, Parameter, register_distortion
+from petctiqa.distortions.registry import (
+    Distortion,
+    Parameter,
+    keyword_configure,
+    register_distortion,
+)
 from petctiqa.distortions.slices import PetCtSlice
 from petctiqa.errors import PetctiqaError
 
@@ -138,13 +142,6 @@ def _mu_map(data: PetCtSlice) -> np.ndarray:
     return np.where(body, projection.MU_WATER_511_PER_CM, 0.0)
 
 
-def configure(options: dict[str, Any]) -> PetCountModel:
-    try:
-        return PetCountModel(**options)
-    except TypeError as exc:
-        raise PetctiqaError(f"{NAME}: {exc}") from None
-
-
 DISTORTION = register_distortion(
     Distortion(
         name=NAME,
@@ -152,6 +149,6 @@ DISTORTION = register_distortion(
         parameter=Parameter("fraction", "of the acquired counts (dose x time)", 1.0, 1e-3, 1.0),
         summary="fewer PET counts: Poisson count model through attenuation, FBP reconstruction",
         apply=PetCountModel(),
-        configure=configure,
+        configure=keyword_configure(NAME, PetCountModel),
     )
 )

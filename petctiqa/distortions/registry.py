@@ -86,6 +86,19 @@ class Distortion:
 _REGISTRY: dict[str, Distortion] = {}
 
 
+def keyword_configure(name: str, model: Callable[..., Any]) -> Callable[[dict[str, Any]], Any]:
+    """A ``configure`` that builds ``model(**options)`` and turns an unknown or missing option
+    into a PetctiqaError naming the plug-in (for plug-ins whose model is a keyword dataclass)."""
+
+    def configure(options: dict[str, Any]) -> Any:
+        try:
+            return model(**options)
+        except TypeError as exc:
+            raise PetctiqaError(f"{name}: {exc}") from None
+
+    return configure
+
+
 def register_distortion(distortion: Distortion) -> Distortion:
     """Add a plug-in; names are unique (registering the same record twice is a no-op)."""
     if distortion.domain not in DOMAINS:
