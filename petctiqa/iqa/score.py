@@ -84,10 +84,7 @@ def render_dicom_study(
     ``settings`` (:class:`petctiqa.protocol.RenderSettings`; default: the dataset protocol's)."""
     from petctiqa.dicom.index import index_dicom_tree
     from petctiqa.dicom.pairing import find_pet_ct_pairs
-    from petctiqa.dicom.suv import load_pet_suv
-    from petctiqa.dicom.volume import load_volume
     from petctiqa.protocol import load_dataset_protocol
-    from petctiqa.render import render_slice
 
     pairs = find_pet_ct_pairs(index_dicom_tree(folder))
     if not pairs:
@@ -95,15 +92,25 @@ def render_dicom_study(
     if settings is None:
         settings = load_dataset_protocol().render
     for pair in pairs:
-        ct = load_volume(pair.ct)
-        pet = load_pet_suv(pair.pet)
-        positions = ct.slice_positions_mm
-        low, high = pair.overlap_mm
-        inside = np.flatnonzero((positions >= low - 1e-3) & (positions <= high + 1e-3))
-        for k in inside[::slice_stride]:
-            rgb = render_slice(ct, pet, int(k), settings)
-            label = f"{folder}#{pair.patient_id}/{pair.ct.series_uid}/slice{int(k)}"
+        for k, rgb in render_pair_slices(pair, slice_stride, settings):
+            label = f"{folder}#{pair.patient_id}/{pair.ct.series_uid}/slice{k}"
             yield RenderedInput(label, rgb)
+
+
+def render_pair_slices(pair, slice_stride: int, settings) -> Iterator[tuple[int, np.ndarray]]:
+    """(CT slice index, fused RGB) of every ``slice_stride``-th CT slice inside the PET/CT
+    overlap of one pair, rendered with ``settings``."""
+    from petctiqa.dicom.suv import load_pet_suv
+    from petctiqa.dicom.volume import load_volume
+    from petctiqa.render import render_slice
+
+    ct = load_volume(pair.ct)
+    pet = load_pet_suv(pair.pet)
+    positions = ct.slice_positions_mm
+    low, high = pair.overlap_mm
+    inside = np.flatnonzero((positions >= low - 1e-3) & (positions <= high + 1e-3))
+    for k in inside[::slice_stride]:
+        yield int(k), render_slice(ct, pet, int(k), settings)
 
 
 def stored_render_settings(payload: dict[str, Any]):

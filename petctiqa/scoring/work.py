@@ -48,19 +48,11 @@ def _image_stack(unit: Unit, preprocessing) -> np.ndarray:
 
 
 def _study_stacks(unit: Unit, slice_stride: int, settings, preprocessing):
-    from petctiqa.dicom.suv import load_pet_suv
-    from petctiqa.dicom.volume import load_volume
     from petctiqa.iqa.preprocess import grid_crops, rgb_to_array
-    from petctiqa.render import render_slice
+    from petctiqa.iqa.score import render_pair_slices
 
     pair = unit.pair
-    ct = load_volume(pair.ct)
-    pet = load_pet_suv(pair.pet)
-    positions = ct.slice_positions_mm
-    low, high = pair.overlap_mm
-    inside = np.flatnonzero((positions >= low - 1e-3) & (positions <= high + 1e-3))
-    for k in inside[::slice_stride]:
-        rgb = render_slice(ct, pet, int(k), settings)
+    for k, rgb in render_pair_slices(pair, slice_stride, settings):
         array = rgb_to_array(rgb, preprocessing=preprocessing)
-        key = f"slice:{pair.ct.series_uid}/{int(k)}"
-        yield key, f"{unit.label}/slice{int(k)}", grid_crops(array, preprocessing)
+        key = f"slice:{pair.ct.series_uid}/{k}"
+        yield key, f"{unit.label}/slice{k}", grid_crops(array, preprocessing)
