@@ -14,15 +14,18 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from petctiqa.atomic import atomic_write_text
 from petctiqa.errors import DatasetError
+from petctiqa.iqa.inference import predict_stacks
+from petctiqa.pool import process_pool
 from petctiqa.scoring.journal import JournalWriter, check_settings, journal_dir, read_journal
-from petctiqa.scoring.walk import Unit, walk_inputs
+from petctiqa.scoring.walk import Unit, file_sha256, walk_inputs
 from petctiqa.scoring.work import Decoded, decode_unit
 
 SCALE = "0..4 MOS"
@@ -55,10 +58,6 @@ class ArchiveResult:
 
 def journal_settings(scorer, options: ArchiveOptions) -> dict[str, Any]:
     """What the journal's scores depend on (a journal with other settings is refused)."""
-    from dataclasses import asdict
-
-    from petctiqa.scoring.walk import file_sha256
-
     return {
         "checkpoint_sha256": file_sha256(scorer.checkpoint_path),
         "model": scorer.model_name,
@@ -70,10 +69,6 @@ def journal_settings(scorer, options: ArchiveOptions) -> dict[str, Any]:
 
 def _decoded(units: Sequence[Unit], options: ArchiveOptions, scorer) -> Iterator[Decoded]:
     """Decoded units in order; workers run ahead by a bounded number of units."""
-    from collections import deque
-
-    from petctiqa.pool import process_pool
-
     args = (options.slice_stride, scorer.render_settings, scorer.preprocessing)
     pool = process_pool(options.jobs, ["petctiqa.scoring.work"])
     ahead = 2 * options.jobs
@@ -91,8 +86,6 @@ def _decoded(units: Sequence[Unit], options: ArchiveOptions, scorer) -> Iterator
 def _score_units(units: Sequence[Unit], scorer, model, options, state, journal) -> int:
     """Score ``units`` (this rank's, not finished before), journaling each row; returns the
     number of rows written."""
-    from petctiqa.iqa.inference import predict_stacks
-
     owners: list[tuple[str, str, int, str, bool]] = []
     written = 0
 

@@ -17,10 +17,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from petctiqa.atomic import atomic_write_bytes
 from petctiqa.errors import ModelError
@@ -34,6 +36,7 @@ PARTS = ("score", "s", "w")
 
 def ort_available() -> bool:
     try:
+        # lazy: a probe of whether the ONNX stack imports here
         import onnxruntime  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError:
@@ -77,8 +80,6 @@ class GatherMaxPool1d:
     ``[floor(i L / O), ceil((i + 1) L / O))``, shorter windows padded with their last index."""
 
     def __new__(cls, output_size: int):
-        import torch
-
         class _Module(torch.nn.Module):
             def __init__(self) -> None:
                 super().__init__()
@@ -101,8 +102,6 @@ class GatherMaxPool1d:
 def exportable_copy(model):
     """A copy of ``model`` whose layers the ONNX exporter cannot translate are swapped for
     exact equivalents, wrapped to return one (B, 3) tensor of (score, s, w)."""
-    import torch
-
     clone = copy.deepcopy(model).eval()
     for name, module in list(clone.named_modules()):
         if isinstance(module, torch.nn.AdaptiveMaxPool1d):
@@ -124,8 +123,7 @@ def exportable_copy(model):
 
 def export_key(checkpoint: Path, shape: tuple[int, ...]) -> str:
     """Cache name: checkpoint content, input shape and the versions that shape the graph."""
-    import onnxruntime
-    import torch
+    import onnxruntime  # lazy: slow to import; only the ORT runtime needs it
 
     digest = hashlib.sha256()
     with open(checkpoint, "rb") as handle:
@@ -137,10 +135,6 @@ def export_key(checkpoint: Path, shape: tuple[int, ...]) -> str:
 
 def export_onnx(model, shape: tuple[int, ...], target: Path) -> None:
     """Export ``model`` for float32 inputs of ``shape`` to ``target`` (atomic)."""
-    import tempfile
-
-    import torch
-
     wrapped = exportable_copy(model)
     example = torch.zeros(shape, dtype=torch.float32)
     with tempfile.TemporaryDirectory() as folder:
@@ -174,7 +168,7 @@ class OrtModel:
 
     def session(self, item_shape: tuple[int, ...]):
         if item_shape not in self.sessions:
-            import onnxruntime as ort
+            import onnxruntime as ort  # lazy: slow to import; only the ORT runtime needs it
 
             path = self.cache_path(item_shape)
             if not path.is_file():
@@ -192,8 +186,6 @@ class OrtModel:
         return self.sessions[item_shape]
 
     def forward_parts(self, x) -> dict[str, Any]:
-        import torch
-
         batch = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
         count = len(batch)
         if count < self.batch_size:
@@ -215,8 +207,6 @@ def prepare_runtime(
     """The object ``predict_stacks`` should drive for ``runtime`` ("eager" or "ort")."""
     if runtime == "eager":
         return model
-    import torch
-
     return OrtModel(
         model,
         checkpoint,

@@ -6,9 +6,13 @@ CPU process group (gloo) serves for CPU and CUDA runs alike.
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
 
 
 @dataclass(frozen=True)
@@ -25,10 +29,6 @@ def torchrun_shard() -> Shard:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Shard(0, 1, 0, None)
-    import datetime
-
-    import torch.distributed as dist
-
     if not dist.is_initialized():
         # Scoring a large archive may keep one rank busy long after another: a long timeout.
         dist.init_process_group("gloo", timeout=datetime.timedelta(hours=24))
@@ -41,9 +41,6 @@ def broadcast_flag(shard: Shard, value: int) -> int:
     """Rank 0's ``value`` on every rank (the exit status after the merge)."""
     if shard.barrier is None:
         return value
-    import torch
-    import torch.distributed as dist
-
     tensor = torch.tensor([value], dtype=torch.int64)
     dist.broadcast(tensor, 0)
     return int(tensor.item())
@@ -51,6 +48,4 @@ def broadcast_flag(shard: Shard, value: int) -> int:
 
 def close(shard: Shard) -> None:
     if shard.barrier is not None:
-        import torch.distributed as dist
-
         dist.destroy_process_group()

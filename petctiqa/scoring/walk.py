@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from petctiqa.dicom.index import index_dicom_tree
+from petctiqa.dicom.pairing import find_pet_ct_pairs
 from petctiqa.errors import DatasetError
 from petctiqa.iqa.data import IMAGE_SUFFIXES
 
@@ -52,8 +54,6 @@ def image_unit(path: Path, root: Path) -> Unit:
 
 def study_units(folder: Path, slice_stride: int) -> list[Unit]:
     """One unit per PET/CT pair found under ``folder`` (none when it holds no DICOM pair)."""
-    from petctiqa.dicom.index import index_dicom_tree
-    from petctiqa.dicom.pairing import find_pet_ct_pairs
 
     units = []
     for pair in find_pet_ct_pairs(index_dicom_tree(folder)):

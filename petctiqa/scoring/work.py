@@ -1,7 +1,8 @@
 """What worker processes do: turn one unit into network-input stacks (decode or render).
 
 Runs in worker processes (see :func:`petctiqa.pool.process_pool`), so everything here is
-picklable and imports nothing heavy at module level beyond NumPy.
+picklable; what decoding and rendering need is imported at module level, so a fork
+server that preloads this module hands it to every worker.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from petctiqa.errors import PetctiqaError
+from petctiqa.iqa.preprocess import grid_crops, load_input, rgb_to_array
+from petctiqa.iqa.score import render_pair_slices
 from petctiqa.scoring.walk import Unit
 
 
@@ -25,8 +29,6 @@ class Decoded:
 
 def decode_unit(unit: Unit, slice_stride: int, render_settings, preprocessing) -> Decoded:
     """Decode an image or render a study's slices; failures become ``error`` (never raise)."""
-    from petctiqa.errors import PetctiqaError
-
     try:
         if unit.kind == "missing":
             return Decoded(unit, error=unit.reason)
@@ -42,15 +44,10 @@ def decode_unit(unit: Unit, slice_stride: int, render_settings, preprocessing) -
 
 
 def _image_stack(unit: Unit, preprocessing) -> np.ndarray:
-    from petctiqa.iqa.preprocess import grid_crops, load_input
-
     return grid_crops(load_input(unit.path, preprocessing=preprocessing), preprocessing)
 
 
 def _study_stacks(unit: Unit, slice_stride: int, settings, preprocessing):
-    from petctiqa.iqa.preprocess import grid_crops, rgb_to_array
-    from petctiqa.iqa.score import render_pair_slices
-
     pair = unit.pair
     for k, rgb in render_pair_slices(pair, slice_stride, settings):
         array = rgb_to_array(rgb, preprocessing=preprocessing)
