@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from petctiqa.errors import RatingError
+from petctiqa.errors import DatasetError, RatingError
 from petctiqa_cli._common import echo_warnings
 
 DATASET = click.option(
@@ -320,7 +320,9 @@ def export(dataset, db, scale, out, **aggregation) -> None:
     """Write mos.csv, ratings_raw.csv, rater_report.csv, stimulus_mos.csv, agreement.json/png.
 
     mos.csv has one row per manifest image: image, mos, std, n, ci95_low, ci95_high, the
-    manifest's patient/slice/levels, split, simulated (read it with pandas comment="#").
+    manifest's patient/slice, the level of every grid axis of the protocol, split,
+    simulated, then slice number, reference and every axis's value (read it with pandas
+    comment="#").
     A study with both simulated and real raters is refused unless --exclude-simulated or
     --include-simulated says what to do.
 
@@ -448,11 +450,18 @@ def simulate(dataset, db, scale, raters, seed, latent_model) -> None:
       petctiqa collect-ratings simulate --dataset ds/ --raters 5
       petctiqa collect-ratings simulate --dataset ds/ --raters 5 --db pilot.sqlite --seed 7
     """
-    from petctiqa.ratings.latent_model import check_simulation_design, load_latent_model
+    from petctiqa.ratings.latent_model import (
+        NeedsLatentModel,
+        check_simulation_design,
+        load_latent_model,
+    )
     from petctiqa.ratings.study import simulate_study
 
     model = load_latent_model(latent_model) if latent_model else None
-    check_simulation_design(dataset, model)
+    try:
+        check_simulation_design(dataset, model)
+    except NeedsLatentModel as exc:
+        raise DatasetError(f"{exc}; give it with --latent-model FILE") from None
     with _study(dataset, db, scale) as study:
         count = simulate_study(study, raters, seed, latent_model=model, dataset=dataset)
     click.echo(f"stored {count} SIMULATED ratings from {raters} rater(s) in {study.store.path}")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from petctiqa.dataset import split as split_file
-from petctiqa.dataset.manifest import MANIFEST_NAME, PATH_COLUMNS
+from petctiqa.dataset.manifest import MANIFEST_NAME, PATH_COLUMNS, AxisColumns, axis_columns
 from petctiqa.dataset.split import SPLIT_NAME
 from petctiqa.errors import DatasetError
 from petctiqa.safe_paths import UnsafePathError, relative_inside
@@ -139,6 +139,20 @@ def read_manifest_rows(root: Path, columns: tuple[str, ...]) -> list[tuple[str, 
     if missing:
         raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}")
     return _rows(path, reader, columns, allow_empty_paths=False)
+
+
+def read_manifest_header(root: Path) -> list[str]:
+    """The column names of ``manifest.csv`` (a missing file raises :class:`DatasetError`)."""
+    _, reader = _manifest_reader(root)
+    return list(reader.fieldnames or [])
+
+
+def read_manifest_axes(root: Path) -> tuple[AxisColumns, ...]:
+    """The distortion axes' columns of ``manifest.csv``, in protocol order
+    (:func:`petctiqa.dataset.manifest.axis_columns`: the classic grid's three, or a protocol's
+    own axes)."""
+    path, reader = _manifest_reader(root)
+    return axis_columns(reader.fieldnames or [], str(path))
 
 
 def read_references(root: Path) -> dict[str, Path]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -133,6 +134,51 @@ SOURCE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ImageSource))
 _SOURCE_VALUES = operator.attrgetter(*SOURCE_COLUMNS)
 
 
+@dataclass(frozen=True)
+class AxisColumns:
+    """The manifest columns of one distortion axis."""
+
+    value: str
+    """The exact parameter value, e.g. ``pet_count_reduction_fraction``, ``jpeg_quality``."""
+    level: str | None
+    """The level index (``<stem>_level``) of a grid axis; None for a drawn value."""
+
+
+CLASSIC_AXIS_COLUMNS = (
+    AxisColumns("poisson_value", "poisson_level"),
+    AxisColumns("gaussian_sigma", "gaussian_level"),
+    AxisColumns("jpeg_quality", "jpeg_level"),
+)
+"""The classic grid's axes (Poisson, Gaussian, JPEG)."""
+
+
+def axis_columns(header: Sequence[str], where: str) -> tuple[AxisColumns, ...]:
+    """The axes a manifest header describes, in protocol order: the classic grid's when the
+    header has its three level columns, else the columns between ``reference`` and ``seed``,
+    where each ``*_level`` column belongs to the value column after it. ``where`` (the file)
+    names the problem in the :class:`DatasetError` of a level column without a value."""
+    if all(axis.level in header for axis in CLASSIC_AXIS_COLUMNS):
+        return CLASSIC_AXIS_COLUMNS
+    return _middle_axes(header, where)
+
+
+def _middle_axes(header: Sequence[str], where: str) -> tuple[AxisColumns, ...]:
+    if "reference" not in header or "seed" not in header:
+        return ()
+    middle = list(header[header.index("reference") + 1 : header.index("seed")])
+    axes: list[AxisColumns] = []
+    level: str | None = None
+    for name in middle:
+        if name.endswith("_level") and level is None:
+            level = name
+            continue
+        axes.append(AxisColumns(name, level))
+        level = None
+    if level is not None:
+        raise DatasetError(f"{where}: column '{level}' has no value column after it")
+    return tuple(axes)
+
+
 MANIFEST_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ImageRecord))
 _ROW_VALUES = operator.attrgetter(*MANIFEST_COLUMNS)
 """A record's values in column order (``dataclasses.astuple`` deep-copies every value, which costs more than the row itself)."""
@@ -217,32 +263,27 @@ def read_manifest(path: Path) -> list[ImageRecord] | list[AxesImageRecord]:
         raise DatasetError(f"{path}: manifest lacks column '{missing[0]}'")
     if classic:
         return [_parse_row(row, Path(path), i + 2) for i, row in enumerate(reader)]
-    middle = header[header.index("reference") + 1 : header.index("seed")]
-    return [_parse_axes_row(row, middle, Path(path), i + 2) for i, row in enumerate(reader)]
+    columns = _middle_axes(header, str(path))
+    return [_parse_axes_row(row, columns, Path(path), i + 2) for i, row in enumerate(reader)]
 
 
 def _parse_axes_row(
-    row: dict[str, str], middle: list[str], path: Path, line: int
+    row: dict[str, str], columns: tuple[AxisColumns, ...], path: Path, line: int
 ) -> AxesImageRecord:
-    """An :class:`AxesImageRecord`: each ``*_level`` column belongs to the value column after it."""
+    """An :class:`AxesImageRecord` of the axes :func:`axis_columns` found."""
     source = _parse_row(row, path, line, SOURCE_COLUMNS)
     axes: list[AxisValue] = []
-    level_column: str | None = None
-    for name in middle:
-        raw = row[name]
+    for axis in columns:
+        level, name = None, axis.level or axis.value
         try:
-            if name.endswith("_level") and level_column is None:
-                level_column, level = name, int(raw)
-                continue
-            value = float(raw)
+            if axis.level is not None:
+                level, name = int(row[axis.level]), axis.value
+            value = float(row[name])
         except (TypeError, ValueError):
             raise DatasetError(
-                f"{path}: line {line}: column '{name}' has bad value {raw!r}"
+                f"{path}: line {line}: column '{name}' has bad value {row[name]!r}"
             ) from None
-        axes.append(AxisValue(name, value, level if level_column else None, level_column))
-        level_column = None
-    if level_column is not None:
-        raise DatasetError(f"{path}: column '{level_column}' has no value column after it")
+        axes.append(AxisValue(axis.value, value, level, axis.level))
     try:
         seed = int(row["seed"])
     except (TypeError, ValueError):

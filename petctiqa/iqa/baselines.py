@@ -1,7 +1,8 @@
 """Baselines for ``petctiqa evaluate``: level table, BRISQUE, NIQE, PSNR and SSIM.
 
-- Level table: predict each test image by the mean training MOS of its (Poisson, Gaussian, JPEG)
-  level cell (the overall training mean for a cell with no training image).
+- Level table: predict each test image by the mean training MOS of its level cell (Poisson,
+  Gaussian, JPEG for the published grid; a protocol's own axes otherwise), the overall training
+  mean for a cell with no training image.
 - Parameter regression (designs without levels, e.g. ``pet-ct-iqa-ds-continuous``): a quadratic
   ridge regression of MOS on the parameters the manifest records, fitted on the training images.
 - BRISQUE (Mittal et al. 2012): the standard 36 features (MSCN coefficients and their four
@@ -148,10 +149,10 @@ def _cached_gray(path: Path) -> np.ndarray:
 
 
 def level_table_predict(train: Sequence[IqaSample], test: Sequence[IqaSample]) -> np.ndarray:
-    """Mean training MOS of each test image's (poisson, gaussian, jpeg) cell."""
+    """Mean training MOS of each test image's level cell (one level per distortion axis)."""
     if any(s.levels is None for s in (*train, *test)):
         raise DatasetError("level-table baseline needs distortion levels for every image")
-    cells: dict[tuple[int, int, int], list[float]] = {}
+    cells: dict[tuple[int, ...], list[float]] = {}
     for s in train:
         cells.setdefault(s.levels, []).append(s.mos)  # type: ignore[arg-type]
     overall = float(np.mean([s.mos for s in train]))

@@ -2,8 +2,10 @@
 
 Layouts (detected by :func:`load_iqa_dataset`):
 
-- ``build-dataset`` folder: ``mos.csv`` (+ ``split.csv``, ``manifest.csv`` for references) and
-  ``images/``; group = ``patient_id``, split from ``mos.csv``/``split.csv``.
+- ``build-dataset`` folder: ``mos.csv`` (+ ``split.csv``, ``manifest.csv`` for references, the
+  recorded parameters and which columns are the protocol's levels) and ``images/``; group =
+  ``patient_id``, split from ``mos.csv``/``split.csv``; levels from ``mos.csv``'s level columns
+  of every axis (none for a continuous design, whose baseline is a parameter regression).
 - PET-CT-IQA-DS release folder: ``label.txt`` with ``name,mos`` lines and the images in the folder
   itself or in ``test/``, ``train/`` or ``images/``; groups and distortion levels from
   ``groups.csv`` (image, patient, slice, poisson_level, gaussian_level, jpeg_level) when present,
@@ -41,9 +43,12 @@ import numpy as np
 import pandas as pd
 
 from petctiqa.dataset import folder as dataset_folder
+from petctiqa.dataset.manifest import CLASSIC_AXIS_COLUMNS, read_manifest
 from petctiqa.errors import DatasetError
 from petctiqa.seeding import rng_for
 
+CLASSIC_LEVELS = tuple(a.level for a in CLASSIC_AXIS_COLUMNS if a.level is not None)
+"""``poisson_level``, ``gaussian_level``, ``jpeg_level``: the published grid's level columns."""
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 SPLITS = ("train", "test")
 
@@ -63,8 +68,10 @@ class IqaSample:
     """The split unit: the patient ID when known, else the image itself."""
     split: str | None = None
     """"train", "test" or None (no split given by the data)."""
-    levels: tuple[int, int, int] | None = None
-    """(poisson, gaussian, jpeg) distortion levels 0..2, when known."""
+    levels: tuple[int, ...] | None = None
+    """The grid cell's level per distortion axis, when known: (poisson, gaussian, jpeg) 0..2 for
+    the published grid, a build's own axes in protocol order otherwise (e.g. ``pet-ct-lowdose``:
+    misregistration, PET counts, CT dose, JPEG); None for a design with drawn values."""
     slice_id: str | None = None
     reference: Path | None = None
     """Undistorted reference render of the same slice, when known."""
@@ -238,18 +245,30 @@ def _require(frame: pd.DataFrame, path: Path, columns: Sequence[str]) -> None:
         raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}")
 
 
-def _levels(row: pd.Series) -> tuple[int, int, int] | None:
-    names = ("poisson_level", "gaussian_level", "jpeg_level")
-    if not all(n in row.index for n in names) or any(pd.isna(row[n]) for n in names):
+def _levels(row: pd.Series, names: Sequence[str] = CLASSIC_LEVELS) -> tuple[int, ...] | None:
+    if not names or not all(n in row.index for n in names) or any(pd.isna(row[n]) for n in names):
         return None
-    return tuple(int(row[n]) for n in names)  # type: ignore[return-value]
+    return tuple(int(row[n]) for n in names)
+
+
+def _level_columns(root: Path) -> tuple[str, ...]:
+    """The level columns of a build-dataset folder's ``mos.csv``: the manifest's axes' when
+    every axis has levels, none when some axis draws its values (a continuous design), the
+    classic three when there is no manifest or it names no axes (a hand-made folder)."""
+    try:
+        axes = dataset_folder.read_manifest_axes(root)
+    except DatasetError:
+        return CLASSIC_LEVELS
+    if not axes:
+        return CLASSIC_LEVELS
+    if any(a.level is None for a in axes):
+        return ()
+    return tuple(a.level for a in axes if a.level is not None)
 
 
 def _manifest_parameters(root: Path) -> dict[str, tuple[tuple[str, float], ...]]:
     """Image path -> its recorded distortion parameters, from a build's ``manifest.csv``; empty
     when the folder has none or one without the build's columns (a hand-made folder)."""
-    from petctiqa.dataset.manifest import read_manifest
-
     try:
         records = read_manifest(dataset_folder.DatasetFolder(root).manifest)
     except DatasetError:
@@ -264,6 +283,7 @@ def _load_build_dataset(root: Path) -> IqaDataset:
     split_of = dataset_folder.read_split(root, required=False)
     references = dataset_folder.read_references(root)
     parameters = _manifest_parameters(root)
+    level_columns = _level_columns(root)
     samples = []
     skipped = 0
     for i, row in frame.iterrows():
@@ -286,7 +306,7 @@ def _load_build_dataset(root: Path) -> IqaDataset:
                 mos=_mos_value(row["mos"], where),
                 group=patient,
                 split=split or listed,
-                levels=_levels(row),
+                levels=_levels(row, level_columns),
                 slice_id=str(row["slice_id"]) if "slice_id" in frame.columns else None,
                 reference=references.get(rel),
                 parameters=parameters.get(rel),

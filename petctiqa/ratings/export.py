@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from petctiqa.atomic import atomic_write_text
-from petctiqa.dataset.folder import MOS_NAME, DatasetFolder
+from petctiqa.dataset.folder import MOS_NAME, read_manifest_header, read_manifest_rows
 from petctiqa.errors import RatingError
 from petctiqa.ratings.aggregate import (
     Aggregation,
@@ -32,14 +32,8 @@ from petctiqa.ratings.mixing import SIMULATED_BANNER, select_simulated
 from petctiqa.ratings.store import Rating, RatingStore
 from petctiqa.ratings.study_images import StudyImage
 
-MANIFEST_EXTRA_COLUMNS = (
-    "slice_number",
-    "reference",
-    "poisson_value",
-    "gaussian_sigma",
-    "jpeg_quality",
-)
-"""manifest.csv columns copied into mos.csv when present."""
+MANIFEST_EXTRA_COLUMNS = ("slice_number", "reference")
+"""manifest.csv columns copied into mos.csv when present, before the axes' value columns."""
 
 
 class StudyWarning(UserWarning):
@@ -184,15 +178,27 @@ def _mos_frame(
     )
     mos = base.merge(per_stim[["image", *stat_columns]], on="image", how="left")
     mos["n"] = mos["n"].fillna(0).astype(int)
-    for name in ("patient_id", "slice_id", "poisson_level", "gaussian_level", "jpeg_level"):
-        mos[name] = [getattr(im, name) for im in images]
+    mos["patient_id"] = [im.patient_id for im in images]
+    mos["slice_id"] = [im.slice_id for im in images]
+    for column, _ in images[0].levels if images else ():
+        mos[column] = [im.level(column) for im in images]
     mos["split"] = [im.split for im in images]
     mos["simulated"] = [str(im.image in sim_images).lower() for im in images]
-    manifest = pd.read_csv(DatasetFolder(dataset).manifest, dtype=str)
-    extra = [c for c in MANIFEST_EXTRA_COLUMNS if c in manifest.columns]
-    if extra:
-        mos = mos.merge(manifest[["image", *extra]], on="image", how="left")
+    for column, texts in _manifest_text(dataset, images).items():
+        mos[column] = texts
     return mos
+
+
+def _manifest_text(dataset: Path, images: Sequence[StudyImage]) -> dict[str, list[str]]:
+    """The manifest's own text of :data:`MANIFEST_EXTRA_COLUMNS` and the axes' value columns
+    (as written by the build, not reformatted), per image, for the columns the manifest has."""
+    values = [a.column for a in images[0].axes] if images else []
+    header = read_manifest_header(dataset)
+    columns = tuple(c for c in (*MANIFEST_EXTRA_COLUMNS, *values) if c in header)
+    if not columns:
+        return {}
+    rows = {row["image"]: row for _, row in read_manifest_rows(dataset, ("image", *columns))}
+    return {c: [rows[im.image][c] for im in images] for c in columns}
 
 
 def _warn_unrated(images: Sequence[StudyImage], rated: set[str]) -> None:

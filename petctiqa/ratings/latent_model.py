@@ -16,7 +16,6 @@ simulated raters then add their bias and noise as for the published table
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -25,10 +24,18 @@ from pathlib import Path
 
 import numpy as np
 
+from petctiqa.dataset.folder import DatasetFolder, read_manifest_header, read_manifest_rows
+from petctiqa.dataset.manifest import CLASSIC_AXIS_COLUMNS, axis_columns
 from petctiqa.errors import DatasetError
 from petctiqa.seeding import rng_for
 
-CLASSIC_LEVEL_COLUMNS = ("poisson_level", "gaussian_level", "jpeg_level")
+CLASSIC_LEVEL_COLUMNS = tuple(a.level for a in CLASSIC_AXIS_COLUMNS if a.level is not None)
+"""The published grid's level columns: the MOS table is keyed by them."""
+
+
+class NeedsLatentModel(DatasetError):
+    """A dataset the published MOS table does not describe was to be simulated without a
+    latent-quality model."""
 
 
 @dataclass(frozen=True)
@@ -72,37 +79,25 @@ def _finite(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def manifest_header(dataset: Path) -> list[str]:
-    path = Path(dataset) / "manifest.csv"
-    try:
-        with open(path, encoding="utf-8", newline="") as handle:
-            return next(csv.reader(handle), [])
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: manifest not found") from None
-
-
 def check_simulation_design(dataset: Path, model: LatentQualityModel | None) -> None:
     """Refuse to simulate a dataset the published MOS table does not describe, unless a
     latent-quality model is given; check that the model's columns are in the manifest."""
-    header = manifest_header(dataset)
+    header = read_manifest_header(dataset)
+    manifest = DatasetFolder(Path(dataset)).manifest
     if model is None:
         if all(c in header for c in CLASSIC_LEVEL_COLUMNS):
             return
-        start = header.index("reference") + 1 if "reference" in header else 0
-        end = header.index("seed") if "seed" in header else len(header)
-        shown = ", ".join(c for c in header[start:end] if not c.endswith("_level"))
-        raise DatasetError(
-            f"{Path(dataset) / 'manifest.csv'}: collect-ratings simulate is calibrated to the "
-            "published PET-CT-IQA-DS MOS table (Poisson x Gaussian x JPEG levels), and this "
-            f"dataset's images have other parameters ({shown}); give --latent-model FILE, a "
-            'JSON file {"intercept": ..., "coefficients": {"<column>": ...}} mapping them to '
-            "latent quality (docs/ratings.md)"
+        shown = ", ".join(a.value for a in axis_columns(header, str(manifest)))
+        raise NeedsLatentModel(
+            f"{manifest}: the simulated raters are calibrated to the published PET-CT-IQA-DS "
+            "MOS table (Poisson x Gaussian x JPEG levels), and this dataset's images have "
+            f"other parameters ({shown or 'none recorded'}); simulating them needs a "
+            'latent-quality model, a JSON file {"intercept": ..., "coefficients": '
+            '{"<column>": ...}} mapping those columns to latent quality (docs/ratings.md)'
         )
     missing = [c for c, _ in model.coefficients if c not in header]
     if missing:
-        raise DatasetError(
-            f"{model.source}: column '{missing[0]}' is not in {Path(dataset) / 'manifest.csv'}"
-        )
+        raise DatasetError(f"{model.source}: column '{missing[0]}' is not in {manifest}")
 
 
 def latent_from_model(
@@ -123,12 +118,16 @@ def latent_from_model(
 
 def read_parameters(dataset: Path, model: LatentQualityModel) -> dict[str, dict[str, float]]:
     """Image path -> the model's parameter columns, from ``manifest.csv``."""
-    path = Path(dataset) / "manifest.csv"
+    columns = tuple(c for c, _ in model.coefficients)
     out: dict[str, dict[str, float]] = {}
-    with open(path, encoding="utf-8", newline="") as handle:
-        for line, row in enumerate(csv.DictReader(handle), start=2):
+    for where, row in read_manifest_rows(Path(dataset), ("image", *columns)):
+        values = {}
+        for column in columns:
             try:
-                out[row["image"]] = {c: float(row[c]) for c, _ in model.coefficients}
-            except (KeyError, TypeError, ValueError):
-                raise DatasetError(f"{path}: line {line}: bad parameter value") from None
+                values[column] = float(row[column])
+            except ValueError:
+                raise DatasetError(
+                    f"{where}: column '{column}' has bad value {row[column]!r}"
+                ) from None
+        out[row["image"]] = values
     return out

@@ -16,7 +16,12 @@ from PIL import Image
 
 from petctiqa.dataset.folder import DatasetFolder
 from petctiqa.errors import DatasetError
-from petctiqa.ratings.latent_model import LatentQualityModel, latent_from_model, read_parameters
+from petctiqa.ratings.latent_model import (
+    LatentQualityModel,
+    check_simulation_design,
+    latent_from_model,
+    read_parameters,
+)
 from petctiqa.ratings.scale import DEFAULT_SCALE, RatingScale, load_rating_scale
 from petctiqa.ratings.simulate import ObserverModel, draw_raters, rate_latent, simulate_scores
 from petctiqa.ratings.store import Rating, RatingStore, utc_now
@@ -113,16 +118,19 @@ def simulate_study(
     dataset: Path | None = None,
 ) -> int:
     """Add simulated raters (``sim01``, ...) who rate every image; stored with simulated = 1.
-    With ``latent_model``, latent quality comes from the parameters in ``dataset``'s manifest
-    instead of the published MOS table (:mod:`petctiqa.ratings.latent_model`).
+    With ``latent_model``, latent quality comes from the parameters in the manifest of
+    ``dataset`` (default: the study's) instead of the published MOS table, which describes the
+    classic grid alone: any other design needs a model (:mod:`petctiqa.ratings.latent_model`).
 
     Returns the number of ratings stored (one transaction)."""
+    dataset = Path(dataset or study.dataset)
+    check_simulation_design(dataset, latent_model)
     names = [f"sim{i + 1:02d}" for i in range(raters)] if isinstance(raters, int) else list(raters)
     model = model or ObserverModel(scale_min=study.scale.min, scale_max=study.scale.max)
     study.store.add_raters(names, simulated=True)
     params = draw_raters(names, seed, model)
     keys = [im.image_id for im in study.images]
-    if latent_model is not None and dataset is not None:
+    if latent_model is not None:
         by_image = read_parameters(dataset, latent_model)
         parameters = [by_image[im.image] for im in study.images]
         latent = latent_from_model(latent_model, keys, parameters, seed, model.image_sd)

@@ -35,7 +35,7 @@ from werkzeug.exceptions import HTTPException
 from petctiqa.ratings.scale import RatingScale
 from petctiqa.ratings.serving import MAX_BODY_BYTES
 from petctiqa.ratings.store import RatingStore
-from petctiqa.ratings.study_images import StudyImage
+from petctiqa.ratings.study_images import StudyImage, distortion_strength
 from petctiqa.ratings.web_admin import admin_pages
 from petctiqa.ratings.web_context import EXTENSION_KEY, StudyContext
 from petctiqa.ratings.web_rater import MAX_VIEWING_CHARS, rater_pages
@@ -93,10 +93,11 @@ def training_anchors(images: Sequence[StudyImage], seed: int, slices: int) -> li
     if not names or slices <= 0:
         return []
     pick = rng_for(seed, "training").permutation(len(names))[: min(slices, len(names))]
+    strength = distortion_strength(images)
     anchors = []
     for i in sorted(pick):
         group = by_slice[names[i]]
-        worst = max(group, key=lambda im: (sum(im.cell), im.cell))
+        worst = max(group, key=lambda im: strength[im.image])
         anchors.append(
             (group[0].reference, f"Reference render of {names[i]}: no distortion (expect 4)")
         )
