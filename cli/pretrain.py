@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -60,6 +61,20 @@ from petctiqa_cli._common import echo_warnings
     type=click.IntRange(16),
     help="Native-resolution crop size (multiple of 16); MS-IQA needs 224.",
 )
+@click.option(
+    "--augment/--no-augment",
+    default=False,
+    show_default=True,
+    help="Rotate/flip each reference at random before cropping (8x the content variety).",
+)
+@click.option(
+    "--target",
+    type=click.Choice(["parameters", "parameters+ranking"]),
+    default="parameters",
+    show_default=True,
+    help="parameters: regress the distortion strengths; parameters+ranking: also rank two "
+    "distortions of the same crop on each axis (docs/learning.md has the ablation).",
+)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option(
     "--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"])
@@ -86,6 +101,8 @@ def pretrain(
     batch_size,
     lr,
     crop,
+    augment,
+    target,
     seed,
     device,
     protocol,
@@ -105,8 +122,7 @@ def pretrain(
       petctiqa pretrain --source lung-pet-ct-dx/ --model msiqa --crop 224 --device cuda --out pre/
       petctiqa train --data ds/ --out run/ --model petct-cnn --crop 256 --init pre/pretrained.pt
     """
-    from dataclasses import replace
-
+    # lazy: `petctiqa --help` imports this module; pretraining pulls in OpenCV
     from petctiqa.iqa.generator import DistortionRanges
     from petctiqa.iqa.preprocess import Preprocessing
     from petctiqa.iqa.presets import get_preset
@@ -115,7 +131,15 @@ def pretrain(
     from petctiqa.iqa.references import collect_references
     from petctiqa.protocol import load_dataset_protocol
 
-    options = PretrainOptions(steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device)
+    options = PretrainOptions(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        device=device,
+        augment=augment,
+        target=target,
+    )
     prep = Preprocessing(size=crop, mode="crops", grid=2)
     if preset is not None:
         chosen = get_preset(preset)

@@ -132,12 +132,69 @@ def aligned_crop(image: np.ndarray, side: int, rng: np.random.Generator) -> np.n
     return image[row : row + side, col : col + side]
 
 
+def dihedral(image: np.ndarray, k: int) -> np.ndarray:
+    """One of the 8 rotations/flips of an (H, W, 3) image (k in 0..7). The distortions are
+    isotropic and 512 is a multiple of 8, so a turned reference keeps its JPEG block grid
+    aligned and is as valid a clean slice as the original: 8x the content variety from the
+    handful of references a training patient has."""
+    turned = np.rot90(image, k % 4)
+    return np.ascontiguousarray(turned[:, ::-1] if k >= 4 else turned)
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """How generator samples are cut from the references."""
+
+    crop: int
+    augment: bool = False
+    """Apply a random :func:`dihedral` transform to the reference before cropping."""
+
+
+def _clean_patch(
+    references: list[np.ndarray], settings: SampleSettings, rng: np.random.Generator
+) -> np.ndarray:
+    reference = references[int(rng.integers(len(references)))]
+    if settings.augment:
+        reference = dihedral(reference, int(rng.integers(8)))
+    return aligned_crop(reference, settings.crop, rng)
+
+
 def generator_sample(
-    references: list[np.ndarray], ranges: DistortionRanges, crop: int, seed: int, index: int
+    references: list[np.ndarray],
+    ranges: DistortionRanges,
+    settings: SampleSettings,
+    seed: int,
+    index: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sample ``index``: (distorted uint8 RGB crop, target vector), a pure function of its inputs."""
     rng = rng_for(seed, f"pretrain/sample/{index}")
-    reference = references[int(rng.integers(len(references)))]
+    if not settings.augment:
+        # The draw order of the unaugmented generator (reference, draw, crop) is kept so that
+        # earlier pretraining runs reproduce bit for bit.
+        reference = references[int(rng.integers(len(references)))]
+        draw = ranges.draw(rng)
+        patch = aligned_crop(reference, settings.crop, rng)
+        return apply_draw(patch, draw, ranges, rng), ranges.targets(draw)
+    patch = _clean_patch(references, settings, rng)
     draw = ranges.draw(rng)
-    patch = aligned_crop(reference, crop, rng)
     return apply_draw(patch, draw, ranges, rng), ranges.targets(draw)
+
+
+def generator_pair(
+    references: list[np.ndarray],
+    ranges: DistortionRanges,
+    settings: SampleSettings,
+    seed: int,
+    index: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pair ``index``: two independent distortions of the same clean crop, with their targets
+    (for the ranking target: which of the two is the more distorted on each axis)."""
+    rng = rng_for(seed, f"pretrain/pair/{index}")
+    patch = _clean_patch(references, settings, rng)
+    first, second = ranges.draw(rng), ranges.draw(rng)
+    return (
+        apply_draw(patch, first, ranges, rng),
+        ranges.targets(first),
+        apply_draw(patch, second, ranges, rng),
+        ranges.targets(second),
+    )

@@ -25,7 +25,13 @@ import numpy as np
 from petctiqa.errors import ModelError
 from petctiqa.iqa.checkpoint import save_torch_file
 from petctiqa.iqa.device import resolve_device
-from petctiqa.iqa.generator import TARGET_NAMES, DistortionRanges, generator_sample
+from petctiqa.iqa.generator import (
+    TARGET_NAMES,
+    DistortionRanges,
+    SampleSettings,
+    generator_pair,
+    generator_sample,
+)
 from petctiqa.iqa.preprocess import Preprocessing, rgb_to_array
 from petctiqa.iqa.references import Reference
 from petctiqa.seeding import derive_seed
@@ -34,6 +40,9 @@ PRETRAIN_FORMAT = "petctiqa-pretrain"
 PRETRAIN_VERSION = 1
 STATE_NAME = "pretrain-state.pt"
 OUTPUT_NAME = "pretrained.pt"
+PRETRAIN_TARGETS = ("parameters", "parameters+ranking")
+RANKING_MARGIN = 0.1
+"""Margin of the ranking loss, in strength units (the middle level is 0.5 from none)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,20 @@ class PretrainOptions:
     device: str = "auto"
     save_every: int = 50
     progress: bool = True
+    augment: bool = False
+    """Random rotation/flip of the reference before each crop (generator.dihedral)."""
+    target: str = "parameters"
+    """``parameters``: MSE on the distortion strengths. ``parameters+ranking``: the batch is
+    pairs of two distortions of the same crop, and a per-axis margin ranking loss on which of
+    the two is the stronger is added to the MSE."""
+
+    def __post_init__(self) -> None:
+        if self.target not in PRETRAIN_TARGETS:
+            raise ModelError(
+                f"pretraining target {self.target!r}: use one of {', '.join(PRETRAIN_TARGETS)}"
+            )
+        if self.target != "parameters" and self.batch_size % 2:
+            raise ModelError(f"the ranking target needs an even batch size, got {self.batch_size}")
 
 
 @dataclass(frozen=True)
@@ -76,18 +99,48 @@ def _batch(
     references: list[np.ndarray],
     ranges: DistortionRanges,
     prep: Preprocessing,
-    seed: int,
+    options: PretrainOptions,
     step: int,
-    batch_size: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    inputs, targets = [], []
+    """Step ``step``'s inputs and targets; with the ranking target, rows 2i and 2i+1 are the
+    two distortions of pair i."""
     # Native crops are cut before distorting; a resizing model sees whole distorted images.
     side = prep.size if prep.mode == "crops" else max(max(r.shape[:2]) for r in references)
-    for j in range(batch_size):
-        patch, target = generator_sample(references, ranges, side, seed, step * batch_size + j)
-        inputs.append(rgb_to_array(patch, preprocessing=prep))
-        targets.append(target)
+    settings = SampleSettings(crop=side, augment=options.augment)
+    patches, targets = [], []
+    if options.target == "parameters":
+        for j in range(options.batch_size):
+            index = step * options.batch_size + j
+            patch, target = generator_sample(references, ranges, settings, options.seed, index)
+            patches.append(patch)
+            targets.append(target)
+    else:
+        pairs = options.batch_size // 2
+        for j in range(pairs):
+            index = step * pairs + j
+            first, t1, second, t2 = generator_pair(
+                references, ranges, settings, options.seed, index
+            )
+            patches += [first, second]
+            targets += [t1, t2]
+    inputs = [rgb_to_array(patch, preprocessing=prep) for patch in patches]
     return np.stack(inputs), np.stack(targets)
+
+
+def pretrain_loss(pred, target, target_kind: str):
+    """MSE on the strengths, plus (ranking target) a per-axis margin ranking loss between the
+    two members of each pair, on axes where their true strengths differ."""
+    import torch
+
+    loss = torch.nn.functional.mse_loss(pred, target)
+    if target_kind == "parameters":
+        return loss
+    sign = torch.sign(target[0::2] - target[1::2])
+    hinge = torch.relu(RANKING_MARGIN - sign * (pred[0::2] - pred[1::2]))
+    ranked = sign != 0
+    if bool(ranked.any()):
+        loss = loss + hinge[ranked].mean()
+    return loss
 
 
 def _payload(entry, config, model, head, ranges, prep, options, step, loss) -> dict[str, Any]:
@@ -153,9 +206,9 @@ def pretrain(
         disable=not options.progress,
     )
     for step in bar:
-        x, y = _batch(images, ranges, prep, options.seed, step, options.batch_size)
+        x, y = _batch(images, ranges, prep, options, step)
         pred = _predict_distortions(model, head, torch.from_numpy(x).to(device))
-        loss = torch.nn.functional.mse_loss(pred, torch.from_numpy(y).to(device))
+        loss = pretrain_loss(pred, torch.from_numpy(y).to(device), options.target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -180,7 +233,7 @@ def pretrain(
 
 def _run_key(model_name: str, options: PretrainOptions) -> dict[str, Any]:
     """What must match for a state file to be resumed (everything that changes the result)."""
-    keys = ("steps", "batch_size", "lr", "warmup", "weight_decay", "seed")
+    keys = ("steps", "batch_size", "lr", "warmup", "weight_decay", "seed", "augment", "target")
     return {"model_name": model_name, **{k: getattr(options, k) for k in keys}}
 
 

@@ -14,7 +14,13 @@ import torch
 from click.testing import CliRunner
 
 from petctiqa.errors import DatasetError, ModelError
-from petctiqa.iqa.generator import DistortionRanges, apply_draw, generator_sample
+from petctiqa.iqa.generator import (
+    DistortionRanges,
+    SampleSettings,
+    apply_draw,
+    dihedral,
+    generator_sample,
+)
 from petctiqa.iqa.inference import predict_stacks
 from petctiqa.iqa.preprocess import Preprocessing, grid_crops, grid_origins, random_crop
 from petctiqa.models import build_model, get_model_entry, model_names, register_model
@@ -155,12 +161,50 @@ def test_generator_targets_put_the_strongest_published_level_at_one():
 
 def test_generator_samples_are_pure_functions_of_seed_and_index():
     rgb = np.random.default_rng(3).integers(0, 256, (96, 96, 3), dtype=np.uint8)
-    a = generator_sample([rgb], _ranges(), 64, seed=11, index=7)
-    b = generator_sample([rgb], _ranges(), 64, seed=11, index=7)
-    c = generator_sample([rgb], _ranges(), 64, seed=11, index=8)
-    assert a[0].shape == (64, 64, 3)
-    np.testing.assert_array_equal(a[0], b[0])
-    assert not np.array_equal(a[0], c[0]) or not np.array_equal(a[1], c[1])
+    for settings in (SampleSettings(64), SampleSettings(64, augment=True)):
+        a = generator_sample([rgb], _ranges(), settings, seed=11, index=7)
+        b = generator_sample([rgb], _ranges(), settings, seed=11, index=7)
+        c = generator_sample([rgb], _ranges(), settings, seed=11, index=8)
+        assert a[0].shape == (64, 64, 3)
+        np.testing.assert_array_equal(a[0], b[0])
+        assert not np.array_equal(a[0], c[0]) or not np.array_equal(a[1], c[1])
+
+
+def test_dihedral_gives_eight_distinct_turns_of_the_same_pixels():
+    rgb = np.random.default_rng(4).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    turns = [dihedral(rgb, k) for k in range(8)]
+    assert len({t.tobytes() for t in turns}) == 8
+    assert all(np.array_equal(np.sort(t, axis=None), np.sort(rgb, axis=None)) for t in turns)
+    np.testing.assert_array_equal(turns[0], rgb)
+    np.testing.assert_array_equal(turns[4], rgb[:, ::-1])
+
+
+def test_generator_pairs_share_the_clean_crop_and_differ_in_distortion():
+    from petctiqa.iqa.generator import DistortionRanges, generator_pair
+
+    rgb = np.random.default_rng(5).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    # No noise axis and JPEG fixed at 100: both members must then be the same crop's pixels.
+    clean = DistortionRanges("impulse", 0.01, 0.0, 10.0, 100, 40, "4:2:0", none_probability=1.0)
+    first, t1, second, t2 = generator_pair([rgb], clean, SampleSettings(64, True), 2, 3)
+    np.testing.assert_array_equal(first, second)
+    assert t1.tolist() == t2.tolist() == [0.0, 0.0, 0.0]
+    first, t1, second, t2 = generator_pair([rgb], _ranges(), SampleSettings(64, True), 2, 3)
+    assert not np.array_equal(t1, t2)
+    again = generator_pair([rgb], _ranges(), SampleSettings(64, True), 2, 3)
+    np.testing.assert_array_equal(again[0], first)
+
+
+def test_ranking_loss_is_zero_only_when_pairs_are_ordered_by_the_margin():
+    from petctiqa.iqa.pretrain import RANKING_MARGIN, pretrain_loss
+
+    target = torch.tensor([[0.8, 0.0, 0.5], [0.2, 0.0, 0.5]])
+    ordered = torch.tensor([[0.8, 0.0, 0.5], [0.2, 0.0, 0.5]])
+    swapped = torch.tensor([[0.2, 0.0, 0.5], [0.8, 0.0, 0.5]])
+    assert float(pretrain_loss(ordered, target, "parameters+ranking")) == 0.0
+    mse = float(pretrain_loss(swapped, target, "parameters"))
+    ranked = float(pretrain_loss(swapped, target, "parameters+ranking"))
+    # Only axis 0 differs in truth: hinge = margin + 0.6 on that one ranked pair.
+    assert ranked - mse == pytest.approx(RANKING_MARGIN + 0.6)
 
 
 def test_impulse_brightening_of_generated_images_follows_lambda():
@@ -217,6 +261,17 @@ def test_pretraining_is_deterministic_and_resumes_to_the_same_weights(tmp_path, 
     for key, value in first["model"].items():
         assert torch.equal(value, resumed["model"][key]), key
     assert not (tmp_path / "c" / module.STATE_NAME).exists()
+
+
+def test_ranking_pretraining_with_augmentation_is_deterministic(tmp_path):
+    kw = {"augment": True, "target": "parameters+ranking"}
+    first = torch.load(_tiny_pretrain(tmp_path / "a", 2, **kw).output, weights_only=True)
+    second = torch.load(_tiny_pretrain(tmp_path / "b", 2, **kw).output, weights_only=True)
+    plain = torch.load(_tiny_pretrain(tmp_path / "c", 2).output, weights_only=True)
+    assert first["options"]["target"] == "parameters+ranking" and first["options"]["augment"]
+    for key, value in first["model"].items():
+        assert torch.equal(value, second["model"][key]), key
+    assert any(not torch.equal(v, plain["model"][k]) for k, v in first["model"].items())
 
 
 def test_init_refuses_weights_of_another_model(tmp_path):
