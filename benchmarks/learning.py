@@ -34,20 +34,41 @@ from petctiqa.iqa.train_setup import TrainOptions
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _no_pretraining(options, pretrain, budget):
+    return options, None
+
+
+def _resize_224(options, pretrain, budget):
+    return replace(options, preprocessing=Preprocessing(size=224)), pretrain
+
+
+def _msiqa_equal_time(options, pretrain, budget):
+    msiqa = TrainOptions(epochs=1000, device="cpu", progress=False, max_seconds=budget, amp="off")
+    return msiqa, None
+
+
+def _pretrain_field(**changes):
+    return lambda options, pretrain, budget: (options, replace(pretrain, **changes))
+
+
+VARIANTS = {
+    "cpu preset": lambda options, pretrain, budget: (options, pretrain),
+    "no pretraining": _no_pretraining,
+    "224 resize": _resize_224,
+    "MS-IQA, equal time": _msiqa_equal_time,
+    "augment on": _pretrain_field(augment=True),
+    "augment off": _pretrain_field(augment=False),
+    "ranking target": _pretrain_field(target="parameters+ranking"),
+    "parameters target": _pretrain_field(target="parameters"),
+}
+DEFAULT_ABLATIONS = "no pretraining,224 resize,MS-IQA, equal time,augment off,ranking target"
+
+
 def run_recipe(dataset, out: Path, train_p: str, test_p: str, variant: str, budget: float = 0.0):
-    """(seconds, last SROCC, last PLCC, level-table SROCC/PLCC) of one variant."""
+    """(seconds, recipe result) of one variant of the cpu preset."""
     preset = get_preset("cpu")
     options = preset_options(preset, {"device": "cpu", "progress": False})
-    pretrain = preset.pretrain
-    if variant == "no pretraining":
-        pretrain = None
-    elif variant == "224 resize":
-        options = replace(options, preprocessing=Preprocessing(size=224))
-    elif variant == "MS-IQA, equal time":
-        options = TrainOptions(
-            epochs=1000, device="cpu", progress=False, max_seconds=budget, amp="off"
-        )
-        pretrain = None
+    options, pretrain = VARIANTS[variant](options, preset.pretrain, budget)
     started = time.perf_counter()
     result = train_with_recipe(dataset, out, options, pretrain, None, None, [train_p], [test_p])
     seconds = time.perf_counter() - started
@@ -66,9 +87,16 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT.parent / "shared/data/pet-ct-iqa-ds-dev"))
     parser.add_argument("--directions", default="P1:P2,P2:P1")
     parser.add_argument("--ablations", default="P1:P2", help="directions to ablate ('' = none)")
+    parser.add_argument(
+        "--variants",
+        default=DEFAULT_ABLATIONS,
+        help=f"ablation variants, comma-separated, from: {', '.join(VARIANTS)}. A variant "
+        "that equals the preset (e.g. 'augment on' when the preset augments) repeats it.",
+    )
     parser.add_argument("--out", default="bench-learning")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
     dataset = load_iqa_dataset(Path(args.data))
     out = Path(args.out)
     print(
@@ -97,7 +125,7 @@ def main() -> None:
     for direction in [d for d in args.ablations.split(",") if d]:
         train_p, test_p = direction.split(":")
         budget = cpu_seconds.get(direction, 600.0)
-        for variant in ("no pretraining", "224 resize", "MS-IQA, equal time"):
+        for variant in _variant_list(args.variants):
             folder = out / f"{train_p}-{test_p}-{variant.split(',')[0].replace(' ', '-')}"
             seconds, result = run_recipe(dataset, folder, train_p, test_p, variant, budget)
             epochs = result.last_epoch
@@ -106,6 +134,18 @@ def main() -> None:
                 f"{result.last_srocc:7.4f} {result.last_plcc:7.4f}  ({epochs} epochs)",
                 flush=True,
             )
+
+
+def _variant_list(text: str) -> list[str]:
+    # "MS-IQA, equal time" holds a comma: match known names greedily instead of splitting.
+    chosen, rest = [], text.strip()
+    while rest:
+        name = next((v for v in VARIANTS if rest.startswith(v)), None)
+        if name is None:
+            raise SystemExit(f"unknown variant in {rest!r}; choose from {', '.join(VARIANTS)}")
+        chosen.append(name)
+        rest = rest[len(name) :].lstrip(", ")
+    return chosen
 
 
 if __name__ == "__main__":
