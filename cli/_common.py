@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import warnings
 from collections.abc import Iterator
 
@@ -12,10 +13,8 @@ import click
 
 def main_rank() -> bool:
     """Rank 0 of a torchrun job, or not distributed (before or after the process group)."""
-    import sys
-
     if "torch.distributed" in sys.modules:
-        import torch.distributed as dist
+        import torch.distributed as dist  # lazy: only once torchrun's job has loaded it
 
         if dist.is_available() and dist.is_initialized():
             return dist.get_rank() == 0

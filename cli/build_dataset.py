@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from petctiqa.errors import DatasetError
+
 
 @click.command(name="build-dataset")
 @click.option(
@@ -104,12 +106,12 @@ def build_dataset(
       petctiqa build-dataset --out lowdose/ --protocol pet-ct-lowdose --patients 2 --slices 2
       petctiqa build-dataset --src dicom/ --out ds/ --protocol my-protocol.toml --seed 7
     """
+    # lazy: `petctiqa --help` imports this module; the build pulls in pydicom, SciPy, OpenCV
     from petctiqa.dataset.build import BuildOptions
     from petctiqa.dataset.build import build_dataset as run_build
     from petctiqa.dataset.candidates import TooFewPatients
     from petctiqa.dataset.resume import OutputInUse
     from petctiqa.dataset.select import read_patient_list
-    from petctiqa.errors import DatasetError
     from petctiqa.protocol import load_dataset_protocol
 
     def log(message: str) -> None:

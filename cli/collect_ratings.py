@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from petctiqa.errors import DatasetError, RatingError
+from petctiqa.ratings.serving import create_server
 from petctiqa_cli._common import echo_warnings
 
 DATASET = click.option(
@@ -100,6 +101,7 @@ MAX_PROBLEM_LINES = 50
 
 def _aggregation_choices(given: dict):
     """(AggregationOptions, simulated policy) from the options of :func:`aggregation_options`."""
+    # lazy: `petctiqa --help` imports this module; ratings code pulls in NumPy
     from petctiqa.ratings.aggregate import AggregationOptions
 
     include, exclude = given.pop("include_simulated"), given.pop("exclude_simulated")
@@ -118,6 +120,7 @@ MIXED_ADVICE = (
 @contextlib.contextmanager
 def _study_errors_in_cli_words():
     """Re-word the library's study errors with the options that resolve them."""
+    # lazy: `petctiqa --help` imports this module; ratings code pulls in NumPy
     from petctiqa.ratings.mixing import MixedRatersError
     from petctiqa.ratings.store import StudyMismatch
 
@@ -132,6 +135,7 @@ def _study_errors_in_cli_words():
 @contextlib.contextmanager
 def _study(dataset, db, scale, seed=None):
     """:func:`opened_study` (no new, empty database left by a failure), CLI-worded errors."""
+    # lazy: `petctiqa --help` imports this module; ratings code pulls in NumPy
     from petctiqa.ratings.study import opened_study
 
     with _study_errors_in_cli_words(), opened_study(dataset, db, scale, seed) as study:
@@ -220,7 +224,7 @@ def serve(
       petctiqa collect-ratings serve --dataset ds/ --raters raters.txt --port 9000
       petctiqa collect-ratings serve --dataset ds/ --raters r1,r2 --host 0.0.0.0  # LAN: warns
     """
-    from petctiqa.ratings.serving import create_server
+    # lazy: `petctiqa --help` imports this module; ratings code pulls in NumPy
     from petctiqa.ratings.web import bind_warning, create_app
 
     # a failure before serving leaves no new, empty database behind
@@ -284,6 +288,7 @@ def import_(dataset, db, scale, files, allow_missing) -> None:
       petctiqa collect-ratings import --dataset ds/ r1.xlsx r2.xlsx r3.csv
       petctiqa collect-ratings import --dataset ds/ --allow-missing pilot_r1.csv
     """
+    # lazy: `petctiqa --help` imports this module; ratings code pulls in NumPy
     from petctiqa.ratings.sheet_import import import_sheets
 
     with _study(dataset, db, scale) as study:
@@ -332,6 +337,7 @@ def export(dataset, db, scale, out, **aggregation) -> None:
       petctiqa collect-ratings export --dataset ds/ --out results/ --ci normal --screening
       petctiqa collect-ratings export --dataset ds/ --exclude-simulated   # after a pilot
     """
+    # lazy: `petctiqa --help` imports this module; ratings code pulls in NumPy
     from petctiqa.ratings.export import export_study
 
     options, mode = _aggregation_choices(aggregation)
@@ -392,6 +398,7 @@ def aggregate_cmd(
       petctiqa collect-ratings aggregate NFLX.csv --out nflx/ --scale-min 1 --scale-max 5 \\
           --ci normal --content-pattern '^([^_]+)_'
     """
+    # lazy: `petctiqa --help` imports this module; ratings code pulls in NumPy
     from petctiqa.ratings.aggregate import aggregate, check_scale
     from petctiqa.ratings.export import write_aggregation
     from petctiqa.ratings.long_csv import read_long_ratings
@@ -450,6 +457,7 @@ def simulate(dataset, db, scale, raters, seed, latent_model) -> None:
       petctiqa collect-ratings simulate --dataset ds/ --raters 5
       petctiqa collect-ratings simulate --dataset ds/ --raters 5 --db pilot.sqlite --seed 7
     """
+    # lazy: `petctiqa --help` imports this module; ratings code pulls in NumPy
     from petctiqa.ratings.latent_model import (
         NeedsLatentModel,
         check_simulation_design,
@@ -496,6 +504,7 @@ def power(min_raters, max_raters, seed) -> None:
       petctiqa collect-ratings power
       petctiqa collect-ratings power --min-raters 5 --max-raters 15
     """
+    # lazy: `petctiqa --help` imports this module; ratings code pulls in NumPy
     from petctiqa.ratings.simulate import power_table
 
     if max_raters < min_raters:

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import click
 
+from petctiqa.errors import ModelError
+from petctiqa_cli._common import echo_warnings
+
 
 @click.command("evaluate")
 @click.option(
@@ -71,10 +74,9 @@ def evaluate(
     With --test-data the model's figure equals the last epoch's figure that `train
     --test-data` printed for the same checkpoint (last.pt).
     """
-    from petctiqa.errors import ModelError
+    # lazy: `petctiqa --help` imports this module; evaluation pulls in pandas and SciPy
     from petctiqa.iqa import evaluation as ev
     from petctiqa.iqa.data import load_iqa_dataset
-    from petctiqa_cli._common import echo_warnings
 
     if data_path is None and test_path is None:
         raise click.UsageError("give --data and/or --test-data")

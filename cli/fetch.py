@@ -14,7 +14,7 @@ from petctiqa.errors import FetchError
 @contextlib.contextmanager
 def _advice_on_flags() -> Iterator[None]:
     """The library states the facts of an error; this adds what to do, in terms of flags."""
-    from petctiqa.fetch import FolderLocked, SeriesDownloadsFailed
+    from petctiqa.fetch import FolderLocked, SeriesDownloadsFailed  # lazy: as in fetch()
 
     try:
         yield
@@ -109,6 +109,7 @@ def fetch(
     Then:
       petctiqa build-dataset --src lung-pet-ct-dx/ --out ds/
     """
+    # lazy: `petctiqa --help` imports this module; fetch pulls in pydicom and requests
     from petctiqa.fetch import describe_plan, execute_fetch, plan_fetch, read_patient_list
     from petctiqa.tcia_client import RetryPolicy, TciaClient
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import click
@@ -29,9 +31,7 @@ def inspect_dicom(directory: Path, as_json: bool) -> None:
       petctiqa inspect lung-pet-ct-dx/Lung_Dx-A0001/
       petctiqa inspect --json lung-pet-ct-dx/ > inventory.json
     """
-    import json
-    import sys
-
+    # lazy: `petctiqa --help` imports this module; inspect pulls in pydicom and NumPy
     from petctiqa.dicom.inspect import (
         build_inspect_report,
         format_inspect_text,

@@ -14,7 +14,7 @@ def models() -> None:
       petctiqa models
       petctiqa train --data ds/ --out run/ --model petct-cnn
     """
-    from petctiqa.models import model_card, model_names
+    from petctiqa.models import model_card, model_names  # lazy: --help must not import torch
 
     for name in model_names():
         card = model_card(name)

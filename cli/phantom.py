@@ -40,7 +40,7 @@ def phantom(out_dir: Path, patients: int, seed: int, jobs: int | None) -> None:
       petctiqa inspect phantom/                        # what was written
       petctiqa build-dataset --src phantom/ --out ds/
     """
-    from petctiqa.phantom import write_phantom_tree
+    from petctiqa.phantom import write_phantom_tree  # lazy: --help must not import SciPy
 
     studies = write_phantom_tree(out_dir, patients=patients, seed=seed, progress=True, jobs=jobs)
     n_files = sum(len(s.ct_files) + len(s.pet_files) for s in studies)

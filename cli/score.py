@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from petctiqa_cli._common import echo_warnings, main_rank
+
 
 @click.command("score")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -100,8 +102,7 @@ def score(
     end. Under torchrun each process scores a share and rank 0 writes the same file a single
     process would. .json / terminal: source, score, s, w, scale, simulated, error per input.
     """
-    from petctiqa.iqa.score import Scorer, write_scores
-    from petctiqa_cli._common import echo_warnings
+    from petctiqa.iqa.score import Scorer, write_scores  # lazy: --help must not import pandas
 
     archive = out_path is not None and out_path.suffix.lower() == ".csv"
     with echo_warnings():
@@ -133,8 +134,6 @@ def score(
 
 
 def _say_scale(scorer) -> None:
-    from petctiqa_cli._common import main_rank
-
     if not main_rank():
         return
     click.echo(
@@ -152,6 +151,7 @@ def _score_archive(
     images, checkpoint, out_path, device, runtime, batch_size, jobs, threshold, slice_stride,
     protocol,
 ) -> int:  # fmt: skip
+    # lazy: `petctiqa --help` imports this module; scoring pulls in torch
     import torch
 
     from petctiqa.iqa.score import Scorer

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
+from petctiqa.errors import ModelError
 from petctiqa_cli._common import echo_warnings, main_rank
 
 
@@ -329,8 +331,7 @@ def train(
     `petctiqa collect-ratings export` (reader study) or `collect-ratings simulate` (pilot).
     """
     # Long on purpose: the help text above and one line per option passed to the preset.
-    from dataclasses import replace
-
+    # lazy: `petctiqa --help` imports this module; the trainer pulls in pandas, OpenCV
     from petctiqa.iqa.data import load_iqa_dataset
     from petctiqa.iqa.folds import train_folds
     from petctiqa.iqa.preprocess import Preprocessing
@@ -394,7 +395,7 @@ def train(
 @contextlib.contextmanager
 def _trunk_weights_in_cli_words() -> Iterator[None]:
     """The library names the trunk whose weights are missing; the CLI names its option."""
-    from petctiqa.errors import ModelError
+    # lazy: `petctiqa --help` imports this module; msiqa pulls in torch
     from petctiqa.msiqa.model import RESNET_NAME, SWIN_NAME
     from petctiqa.msiqa.weights import TrunkWeightsError
 
@@ -409,8 +410,7 @@ def _model_config(model_name: str, values: dict):
     """The MS-IQA config from the ablation flags; other models use their defaults."""
     if model_name != "msiqa":
         return None
-    from petctiqa.errors import ModelError
-    from petctiqa.msiqa.model import MsIqaConfig
+    from petctiqa.msiqa.model import MsIqaConfig  # lazy: --help must not import torch
 
     stages = values["stages"]
     try:

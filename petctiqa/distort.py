@@ -25,6 +25,7 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from petctiqa.distortions import gaussian, impulse, shot
 from petctiqa.distortions.design import ImageCell, continuous_cells, grid_cells
@@ -222,8 +223,6 @@ def reference_distort_image(
     if spec.gaussian_sigma > 0:
         noisy = pixels.astype(np.float64) + rng.normal(0.0, spec.gaussian_sigma, pixels.shape)
         pixels = np.clip(noisy, 0, 255).astype(np.uint8)
-    from PIL import Image
-
     check_subsampling(subsampling)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(

@@ -58,7 +58,7 @@ def _signature():  # a numba function type
     too; tables are int8, which covers every sigma up to ~40 on the 0..255 scale (wider
     tables take the NumPy path). Each signature adds its own load from numba's cache at import,
     so there is only this one."""
-    from numba import types  # numba is optional and slow to import: only when compiling
+    from numba import types  # lazy: numba is slow to import; reached only from _compile
 
     def readonly(dtype):
         return types.Array(dtype, 1, "C", readonly=True)
@@ -77,7 +77,7 @@ def _compile() -> Callable[..., int] | None:
     if os.environ.get(DISABLE_ENV, "") not in ("", "0"):
         return None
     try:
-        import numba  # optional; imported only when the kernel is compiled
+        import numba  # lazy: not imported when disabled; missing, NumPy does the work
     except ImportError:
         return None
     return numba.njit(_signature(), cache=True, nogil=True)(add_table_steps)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+from tqdm import tqdm
 
 from petctiqa import __version__
 from petctiqa.dataset.axes_records import axes_records
@@ -46,6 +47,7 @@ from petctiqa.dataset.resume import (
 from petctiqa.dataset.schedule import Job, Progress, Scheduler
 from petctiqa.dataset.split import SPLIT_NAME, split_patients, write_split
 from petctiqa.dataset.tasks import prepare_patient
+from petctiqa.distort import slice_specs
 from petctiqa.errors import DatasetError
 from petctiqa.pool import (
     BackgroundFlush,
@@ -111,8 +113,6 @@ class _Resolved:
 
 
 def _resolve(options: BuildOptions) -> _Resolved:
-    from petctiqa.distort import slice_specs
-
     protocol = options.protocol
     out_dir = Path(options.out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -163,8 +163,6 @@ def _open_output(run: _Resolved, series: dict, log: Log) -> None:
 
 
 def _progress_bar(total: int, enabled: bool):
-    from tqdm import tqdm
-
     return tqdm(total=total, unit="img", desc="build-dataset", disable=not enabled, leave=True)
 
 
@@ -325,9 +323,3 @@ def _records(
                     )
                 )
     return records
-
-
-def _progress_bar(total: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="img", desc="build-dataset", disable=not enabled, leave=True)

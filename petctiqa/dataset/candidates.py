@@ -28,6 +28,12 @@ from petctiqa.dicom.diagnose import (
     pet_suv_problem,
     unused_pet_series,
 )
+from petctiqa.dicom.index import (
+    SPECIAL_FILE_REASONS,
+    describe_skipped,
+    index_dicom_tree,
+    is_nbia_metadata,
+)
 from petctiqa.dicom.pairing import PetCtPair, find_pet_ct_pairs
 from petctiqa.dicom.records import SkippedFile
 from petctiqa.dicom.volume import series_label
@@ -61,8 +67,6 @@ class SourceScan:
 
 
 def _log_skipped_files(index, src: Path, log: Log) -> None:
-    from petctiqa.dicom.index import SPECIAL_FILE_REASONS, describe_skipped, is_nbia_metadata
-
     # the metadata.csv of an NBIA download is expected: listed by `inspect`, not reported here
     reported = [s for s in index.skipped if not is_nbia_metadata(s)]
     if reported:
@@ -76,8 +80,6 @@ def _log_skipped_files(index, src: Path, log: Log) -> None:
 def scan_source(src: Path, progress: bool, log: Log) -> SourceScan:
     """All PET/CT pairs under ``src``, the damaged files the index skipped, the series they
     break and every patient or PET series without a pair (with the reason)."""
-    from petctiqa.dicom.index import index_dicom_tree
-
     if not src.is_dir():
         raise DatasetError(f"{src}: source folder not found")
     index = index_dicom_tree(src, progress=progress)

@@ -26,6 +26,7 @@ from pathlib import Path
 from petctiqa import __version__
 from petctiqa.atomic import atomic_write_text
 from petctiqa.errors import DatasetError
+from petctiqa.phantom import write_phantom_tree
 
 CACHE_ENV = "PETCTIQA_PHANTOM_CACHE"
 LEGACY_DIR = "phantom-dicom"
@@ -67,8 +68,6 @@ def _read_marker(path: Path) -> dict | None:
 def ensure_phantom(cache: Path | None, patients: int, seed: int, progress: bool, log: Log) -> Path:
     """The phantom DICOM tree for (patients, seed) in ``cache`` (None: the default cache),
     generated once and then reused; logs which, and where."""
-    from petctiqa.phantom import write_phantom_tree
-
     cache = Path(cache) if cache is not None else default_phantom_cache()
     root = phantom_root(cache, patients, seed)
     marker = root.with_name(root.name + ".json")

@@ -19,6 +19,7 @@ from petctiqa.dataset.resume import reusable_patient, slice_task
 from petctiqa.dataset.select import NoUsableSlices
 from petctiqa.dataset.tasks import PatientTask, distort_slice
 from petctiqa.dicom.records import SkippedFile
+from petctiqa.distort import slice_specs
 from petctiqa.errors import DicomError
 from petctiqa.pool import BackgroundFlush, InlineExecutor, timed
 from petctiqa.protocol import DatasetProtocol
@@ -129,8 +130,6 @@ class Scheduler:
         self._patients_in_flight += 1
 
     def _submit_slices(self, patient: PreparedPatient) -> None:
-        from petctiqa.distort import slice_specs
-
         job = self.job
         subsampling = job.protocol.distortions.jpeg_subsampling
         for item in patient.slices:

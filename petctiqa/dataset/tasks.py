@@ -43,9 +43,17 @@ from petctiqa.dataset.sheets import (
     slice_sheet_paths,
     slice_sheets_png,
 )
+from petctiqa.dicom.suv import load_pet_suv
+from petctiqa.dicom.volume import load_volume
+from petctiqa.distort import decode_image, slice_specs
+from petctiqa.distortions.design import has_volume_axes
+from petctiqa.distortions.pipeline import render_volume_cells
+from petctiqa.distortions.registry import get_distortion
+from petctiqa.distortions.slices import pet_acquisition
 from petctiqa.errors import DatasetError
 from petctiqa.png import encode_png_rgb
 from petctiqa.protocol import DistortionSettings, RenderSettings
+from petctiqa.render import render_slice
 from petctiqa.seeding import rng_for
 
 if TYPE_CHECKING:
@@ -73,10 +81,6 @@ class PatientTask:
 def prepare_patient(task: PatientTask) -> PreparedPatient:
     """Load one patient's volumes, choose K slices and write their reference renders (and the
     renders after the protocol's PET/CT-domain axes)."""
-    from petctiqa.dicom.suv import load_pet_suv
-    from petctiqa.dicom.volume import load_volume
-    from petctiqa.render import render_slice
-
     pair = task.pair
     ct = load_volume(pair.ct)
     pet = load_pet_suv(pair.pet)
@@ -130,8 +134,6 @@ def prepare_patient(task: PatientTask) -> PreparedPatient:
 
 
 def _has_volume_axes(distortions: DistortionSettings | None) -> bool:
-    from petctiqa.distortions.design import has_volume_axes
-
     return (
         distortions is not None
         and distortions.axes is not None
@@ -141,9 +143,6 @@ def _has_volume_axes(distortions: DistortionSettings | None) -> bool:
 
 def _acquisition(pair: PetCtPair, distortions: DistortionSettings):
     """The PET's acquisition facts, read only when a PET-activity axis needs them."""
-    from petctiqa.distortions.registry import get_distortion
-    from petctiqa.distortions.slices import pet_acquisition
-
     domains = {get_distortion(a.distortion).domain for a in distortions.axes or ()}
     return pet_acquisition(pair.pet) if "pet_activity" in domains else None
 
@@ -152,9 +151,6 @@ def _write_volume_renders(
     task: PatientTask, pet, ct, ct_index: int, slice_id: str, acquisition
 ) -> tuple[tuple[str, str, str], ...]:
     """Render and write every distinct PET/CT-domain combination of one slice's images."""
-    from petctiqa.distort import slice_specs
-    from petctiqa.distortions.pipeline import render_volume_cells
-
     cells = slice_specs(task.distortions, task.seed, slice_id)
     images = render_volume_cells(
         pet, ct, ct_index, task.render, cells, task.seed, slice_id, acquisition
@@ -255,8 +251,6 @@ class _RenderInputs:
         self._decoded: dict = {}
 
     def pixels(self, key: str):
-        from petctiqa.distort import decode_image
-
         if key not in self._decoded:
             if key not in self._files:
                 raise DatasetError(f"{self._out_dir}: no render {key!r} recorded for this slice")

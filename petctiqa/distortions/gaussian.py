@@ -24,9 +24,7 @@ NAME = "gaussian"
 @functools.lru_cache(maxsize=16)
 def gaussian_step_table(sigma: float) -> InverseCdfTable:
     """Table for the integer noise ``d = clip(floor(sigma * z), -255, 255)``, z ~ N(0, 1)."""
-    from scipy import (
-        special,  # here, not at the top: only the workers need it (import cost in docs/architecture.md)
-    )
+    from scipy import special  # lazy: protocol parsing imports every plug-in; no SciPy there
 
     values = np.arange(-255, 256)
     cdf = special.ndtr((values + 1) / sigma)[None, :]  # P(floor(sigma z) <= v) = Phi((v+1)/sigma)
@@ -76,7 +74,7 @@ def gaussian_noise_compiled(
 @functools.cache
 def compiled_kernel() -> Callable | None:
     """The numba kernel of :mod:`petctiqa.noise_kernel`, or None (then NumPy does the work)."""
-    from petctiqa.noise_kernel import compiled_add_table_steps
+    from petctiqa.noise_kernel import compiled_add_table_steps  # lazy: importing it compiles
 
     return compiled_add_table_steps
 

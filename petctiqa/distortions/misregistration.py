@@ -49,6 +49,7 @@ class Misregistration:
             raise PetctiqaError(f"axis must be one of x, y, z, got {self.axis!r}")
 
     def __call__(self, data: PetCtSlice, shift_mm: float, rng: np.random.Generator) -> PetCtSlice:
+        # lazy: protocol parsing imports every plug-in; render pulls in SciPy
         from petctiqa.render import resample_pet_to_ct_slice
 
         if not isinstance(data, PetCtSlice) or data.pet_volume is None or data.ct_volume is None:

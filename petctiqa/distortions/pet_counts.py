@@ -30,6 +30,7 @@ noise-free data): the FBP's own blur is not applied to the input, and the mean i
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,8 +121,6 @@ class PetCountModel:
 
 
 def _copy(data: PetCtSlice) -> PetCtSlice:
-    import dataclasses
-
     return dataclasses.replace(data, pet=data.pet.copy())
 
 
@@ -135,7 +134,7 @@ def _mu_map(data: PetCtSlice) -> np.ndarray:
     """511 keV attenuation (1/cm) from the CT, or a water-filled body outline without one."""
     if data.ct_hu is not None:
         return projection.mu_511_from_hu(data.ct_hu)
-    from scipy import ndimage  # only without a CT; keeps importing the plug-ins cheap
+    from scipy import ndimage  # lazy: protocol parsing imports every plug-in; no SciPy there
 
     suv = data.activity_bqml() / data.acquisition.bqml_per_suv
     body = ndimage.binary_fill_holes(suv > BODY_OUTLINE_SUV)

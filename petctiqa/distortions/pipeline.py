@@ -19,6 +19,7 @@ from petctiqa.distortions.slices import PetAcquisition, PetCtSlice, pet_ct_slice
 from petctiqa.errors import PetctiqaError
 from petctiqa.protocol import RenderSettings
 from petctiqa.protocol_axes import AxisSettings
+from petctiqa.render import SUV_UNITS, fuse_pet_on_ct
 from petctiqa.seeding import rng_for
 
 SLICE_DOMAINS = ("pet_activity", "ct_hu")
@@ -54,8 +55,6 @@ def render_distorted_slice(
     acquisition: PetAcquisition | None = None,
 ) -> np.ndarray:
     """The fused uint8 RGB render of CT slice ``ct_index`` after the slice-domain ``steps``."""
-    from petctiqa.render import SUV_UNITS, fuse_pet_on_ct
-
     if settings.mode != "ct" and pet.unit not in SUV_UNITS:
         raise PetctiqaError(f"the render needs the PET in SUV, got {pet.unit!r}")
     data = apply_slice_distortions(pet_ct_slice(pet, ct, ct_index, acquisition), steps, rng)
@@ -82,8 +81,6 @@ def render_volume_cells(
     per key (:meth:`ImageCell.volume_steps`) with the generator
     ``rng_for(seed, "<slice_id>_<key>")``, and the render fuses one state of each chain.
     """
-    from petctiqa.render import SUV_UNITS, fuse_pet_on_ct
-
     if settings.mode != "ct" and pet.unit not in SUV_UNITS:
         raise PetctiqaError(f"the render needs the PET in SUV, got {pet.unit!r}")
     base = pet_ct_slice(pet, ct, ct_index, acquisition)

@@ -96,7 +96,7 @@ def forward_project(image: np.ndarray, theta: np.ndarray) -> np.ndarray:
 
     Deterministic, so the last few results are kept, keyed by the image's and the angles'
     bytes; the returned array is read-only (callers compute new arrays from it)."""
-    from skimage.transform import radon
+    from skimage.transform import radon  # lazy: plug-ins import this; keep them light
 
     key = (
         image.shape,
@@ -120,7 +120,7 @@ def filtered_back_projection(
     sinogram: np.ndarray, theta: np.ndarray, side: int, filter_name: str
 ) -> np.ndarray:
     """FBP (scikit-image ``iradon``, linear interpolation) onto a ``side`` x ``side`` grid."""
-    from skimage.transform import iradon
+    from skimage.transform import iradon  # lazy: plug-ins import this; keep them light
 
     check_filter(filter_name)
     return iradon(

@@ -20,7 +20,7 @@ NAME = "shot_poisson"
 @functools.lru_cache(maxsize=8)
 def shot_table(peak: float) -> InverseCdfTable:
     """Per-intensity table for ``min(255, floor(255 k / peak + 0.5))``, ``k ~ Poisson(I peak/255)``."""
-    from scipy import special
+    from scipy import special  # lazy: protocol parsing imports every plug-in; no SciPy there
 
     outputs = np.arange(256)
     # Largest k with floor(255 k / peak + 0.5) <= v  <=>  255 k / peak + 0.5 < v + 1.

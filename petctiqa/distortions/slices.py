@@ -92,6 +92,7 @@ class PetCtSlice:
 
 def pet_acquisition(series: SeriesInfo) -> PetAcquisition:
     """Acquisition facts of a PET series from its first slice's header (defaults otherwise)."""
+    # lazy: protocol parsing imports every plug-in (and this module); no pydicom there
     from petctiqa.dicom.suv import series_suv_parameters
     from petctiqa.dicom.volume import full_dataset, read_slice_header, series_label
 
@@ -126,6 +127,7 @@ def pet_ct_slice(
     pet: Volume, ct: Volume, ct_index: int, acquisition: PetAcquisition | None = None
 ) -> PetCtSlice:
     """The PET resampled onto CT slice ``ct_index`` (as the fusion render does) with that CT."""
+    # lazy: protocol parsing imports every plug-in; render pulls in SciPy
     from petctiqa.render import resample_pet_to_ct_slice
 
     column_mm = float(np.linalg.norm(ct.affine[:3, 0]))

@@ -83,7 +83,7 @@ def output_lock(out_dir: Path) -> Iterator[None]:
     instead of deleting the first run's downloads in progress. The lock file is removed on exit.
     """
     try:
-        import fcntl  # POSIX only: imported here so that fetch still runs where it is missing
+        import fcntl  # lazy: POSIX only; fetch still runs where it is missing
     except ImportError:  # pragma: no cover - not POSIX
         yield
         return

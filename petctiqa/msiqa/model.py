@@ -155,7 +155,7 @@ def build_trunks(config: MsIqaConfig) -> tuple[nn.Module | None, nn.Module | Non
     ResNet-50 out_indices 1-4 are its four residual stages; Swin-T out_indices 0-3 are its four
     stages (returned NHWC). ResNet stages after the last one read are not built.
     """
-    import timm  # slow to import (docs/architecture.md): only building a model pays for it
+    import timm  # lazy: slow to import (docs/architecture.md); only building a model needs it
 
     resnet = swin = None
     if config.use_resnet:

@@ -108,7 +108,8 @@ def _to_trunk_keys(model_name: str, state: dict[str, Any]) -> dict[str, Any]:
     )
     if original_ms_layout:
         # Original Microsoft checkpoint layout: let timm convert it.
-        import timm  # slow to import (docs/architecture.md); only Microsoft's layout needs it
+        # lazy: timm is slow to import (docs/architecture.md); only this layout needs it
+        import timm
         from timm.models.swin_transformer import checkpoint_filter_fn
 
         state = checkpoint_filter_fn(state, timm.create_model(model_name, pretrained=False))
