@@ -49,11 +49,6 @@ def pairs_by_preference(pairs: Sequence[PetCtPair]) -> dict[str, list[PetCtPair]
     return dict(sorted(ranked.items()))
 
 
-def best_pair_per_patient(pairs: Sequence[PetCtPair]) -> dict[str, PetCtPair]:
-    """One pair per patient ID: the one with the longest z overlap (ties: widest PET field)."""
-    return {pid: ranked[0] for pid, ranked in pairs_by_preference(pairs).items()}
-
-
 def read_patient_list(path: Path) -> list[str]:
     """Patient IDs from a patient-list file (:mod:`petctiqa.patient_list`), errors as
     DatasetError."""
