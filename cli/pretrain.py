@@ -43,7 +43,8 @@ from petctiqa_cli._common import echo_warnings
     "--preset",
     type=click.Choice(["cpu", "paper"]),
     default=None,
-    help="Take steps/batch/lr and the input (crop) from a training preset.",
+    help="Take the pretraining settings (steps, batch, lr, augmentation, target) and the input "
+    "(crop) from a training preset.",
 )
 @click.option("--steps", default=200, show_default=True, type=click.IntRange(1))
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(2))

@@ -146,7 +146,13 @@ def _explicit(ctx: click.Context, name: str) -> bool:
     "--pretrain-steps",
     type=click.IntRange(0),
     default=None,
-    help="Generator pretraining steps of the preset (0: none) [preset cpu: 200].",
+    help="Generator pretraining steps of the preset (0: none) [preset cpu: 300].",
+)
+@click.option(
+    "--pretrain-target",
+    type=click.Choice(["parameters", "parameters+ranking"]),
+    default=None,
+    help="Target of the preset's generator pretraining [preset cpu: parameters].",
 )
 @click.option(
     "--epochs",
@@ -309,6 +315,7 @@ def train(
     crop_grid: int,
     folds: int | None,
     pretrain_steps: int | None,
+    pretrain_target: str | None,
     **values,
 ) -> None:
     """Train a registered model (0.5 MSE + 0.5 ranking loss) on rated images.
@@ -370,6 +377,8 @@ def train(
     if pretrain_steps is not None:
         base = pretrain_options or get_preset("cpu").pretrain
         pretrain_options = replace(base, steps=pretrain_steps) if pretrain_steps else None
+    if pretrain_target is not None and pretrain_options is not None:
+        pretrain_options = replace(pretrain_options, target=pretrain_target)
     with echo_warnings(), _trunk_weights_in_cli_words():
         dataset = load_iqa_dataset(data_path)
         test_dataset = load_iqa_dataset(test_path) if test_path is not None else None
