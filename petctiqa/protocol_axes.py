@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 from petctiqa.errors import PetctiqaError
 
 if TYPE_CHECKING:
-    from petctiqa.protocol import DistortionSettings, TomlTable
+    from petctiqa.protocol import DistortionSettings
+    from petctiqa.protocol_toml import TomlTable
 
 POISSON_PLUGINS = {"impulse": "impulse_poisson", "shot": "shot_poisson"}
 
@@ -67,6 +68,7 @@ def classic_axes(settings: DistortionSettings) -> tuple[AxisSettings, ...]:
 
 def parse_axes(dis: TomlTable) -> tuple[AxisSettings, ...]:
     """Read and check ``distortions.axes`` (already known to be present)."""
+    # lazy: import cycle (plug-ins import petctiqa.protocol's constants, which imports this)
     from petctiqa.distortions import DOMAINS, get_distortion
 
     items = dis.table_list("axes")

@@ -7,6 +7,8 @@ from __future__ import annotations
 from petctiqa.dataset.layout import image_rel_path
 from petctiqa.dataset.manifest import AxesImageRecord, AxisValue, axis_stems
 from petctiqa.dataset.records import PreparedPatient, SliceOutcome
+from petctiqa.distort import slice_specs
+from petctiqa.distortions import get_distortion
 from petctiqa.protocol import DistortionSettings
 
 
@@ -17,9 +19,8 @@ def axes_records(
     seed: int,
     image_format: str,
 ) -> list[AxesImageRecord]:
-    from petctiqa.distort import slice_specs
-    from petctiqa.distortions import get_distortion
-
+    """One record per image, by patient, slice and the design's cell order, with the hashes
+    the slice tasks reported."""
     axes = settings.axes or ()
     stems = axis_stems([(a.distortion, a.code) for a in axes])
     value_columns = [

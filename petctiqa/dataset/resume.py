@@ -8,7 +8,6 @@ it is for the same pair or reference and what it names still verifies by sha256.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ from petctiqa.dataset.layout import (
 from petctiqa.dataset.records import BuildOptions, PreparedPatient, SlicePlan, plan_from_state
 from petctiqa.dataset.tasks import SliceTask
 from petctiqa.errors import DatasetError
+from petctiqa.protocol import protocol_record
 
 if TYPE_CHECKING:
     from petctiqa.dicom.pairing import PetCtPair
@@ -94,14 +94,8 @@ def slice_task(
 
 def build_settings(options: BuildOptions, n_patients: int, k: int, image_format: str) -> dict:
     """Everything that determines the dataset's bytes (checked against an earlier run)."""
-    protocol = dataclasses.asdict(options.protocol)
-    protocol.pop("source", None)
-    if protocol["distortions"]["images_per_slice"] is None:
-        # a grid: recorded as before continuous designs existed, so that earlier builds'
-        # folders still resume (their recorded settings must match these)
-        del protocol["distortions"]["images_per_slice"]
     return {
-        "protocol": protocol,
+        "protocol": protocol_record(options.protocol),
         "seed": options.seed,
         "patients": n_patients,
         "slices_per_patient": k,

@@ -19,7 +19,8 @@ def write_agreement_figure(result: Aggregation, path: Path, simulated: bool = Fa
 
     ``simulated``: the figure gets a red title :data:`SIMULATED_FIGURE_TITLE` (also stored as
     the PNG's Title text chunk), so a simulated study cannot be mistaken for a real one."""
-    # matplotlib is a heavy import: only the exports that draw the figure pay for it
+    # lazy: matplotlib is a heavy import (docs/architecture.md): only the exports that draw
+    # the figure pay for it
     import matplotlib
 
     matplotlib.use("Agg")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from petctiqa.protocol import TomlTable, resolve_protocol_path
+from petctiqa.protocol_toml import TomlTable, resolve_protocol_path
 
 DEFAULT_SCALE = "likert-0-4"
 

@@ -65,7 +65,7 @@ def _xlsx_cell_text(value: object) -> str:
 
 
 def _load_xlsx(path: Path, data_only: bool):  # noqa: ANN202 - openpyxl workbook
-    # openpyxl is slow to import (docs/architecture.md, "Lazy imports"); only .xlsx needs it
+    # lazy: openpyxl is slow to import (docs/architecture.md, "Imports"); only .xlsx needs it
     from openpyxl import load_workbook
 
     try:

@@ -184,9 +184,11 @@ class PowerRow:
 
 def c4(n: np.ndarray | int) -> np.ndarray:
     """E[s] / sigma for the sample std of n normal values."""
-    n = np.asarray(n, dtype=float)
+    # lazy: scipy.special is slow to import (docs/architecture.md); only the power table needs
+    # it, not the web app and CLI commands that import this module through the study
     from scipy.special import gammaln
 
+    n = np.asarray(n, dtype=float)
     return np.sqrt(2.0 / (n - 1)) * np.exp(gammaln(n / 2) - gammaln((n - 1) / 2))
 
 

@@ -166,8 +166,8 @@ def distortion_strength(images: Sequence[StudyImage]) -> dict[str, tuple[float, 
 def _neutral_values(columns: Sequence[str]) -> dict[str, float]:
     """Value column (``<stem>_<parameter>``, the stem being a plug-in's name or
     ``<name>_<code>``) -> that plug-in's neutral value; unregistered plug-ins are left out."""
-    # the registry imports every plug-in (numpy, the projectors): only designs with drawn
-    # values need it, so a grid study's web app does not load it
+    # lazy: the registry imports every plug-in (numpy, the projectors' modules); only designs
+    # with drawn values need it, so a grid study's web app does not load it
     from petctiqa.distortions import list_distortions
 
     out = {}

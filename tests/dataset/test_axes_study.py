@@ -205,3 +205,26 @@ def test_trainer_loads_the_rated_folder_and_evaluate_picks_the_baseline(rated, t
         regression = "parameter regression (fit on train)"
         assert regression in result.output
         assert methods.loc[regression, "srocc"] > 0.8
+
+
+def test_dataset_json_records_only_the_distortions_the_build_used(rated):
+    """An axes protocol records its axes, not the classic tables' defaults it never applies."""
+    base, dataset = rated
+    info = json.loads((dataset / "dataset.json").read_text())
+    distortions = info["settings"]["protocol"]["distortions"]
+    state = json.loads((dataset / ".build-state" / "build.json").read_text())
+    assert state["protocol"]["distortions"] == distortions
+    axes = [axis["distortion"] for axis in distortions["axes"]]
+    if base == "pet-ct-lowdose":
+        assert set(distortions) == {"axes"}
+        assert axes == [
+            "pet_ct_misregistration",
+            "pet_count_reduction",
+            "ct_dose_reduction",
+            "jpeg",
+        ]
+        assert distortions["axes"][1]["levels"] == [1.0, 0.25, 0.1]
+    else:
+        assert distortions == {"axes": distortions["axes"], "images_per_slice": 27}
+        assert axes == ["impulse_poisson", "gaussian", "jpeg"]
+        assert distortions["axes"][2]["value_range"] == [40.0, 100.0]
