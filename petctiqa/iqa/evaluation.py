@@ -55,6 +55,11 @@ def level_table_lopo(dataset: IqaDataset, n_boot: int = 0) -> list[tuple[str, fl
     from petctiqa.iqa.baselines import level_table_predict
     from petctiqa.iqa.metrics import plcc, srocc
 
+    if any(s.levels is None for s in dataset.samples):
+        raise DatasetError(
+            f"{dataset.root}: the images have no distortion levels (a design that draws its "
+            "parameters, or ratings without level columns), so there is no level table"
+        )
     out = []
     for patient in dataset.groups:
         test = dataset.subset([patient])

@@ -195,6 +195,13 @@ def test_trainer_loads_the_rated_folder_and_evaluate_picks_the_baseline(rated, t
     assert result.exit_code == 0, result.output
     assert "SIMULATED" in result.output
     methods = pd.read_csv(out).set_index("method")
+    lopo = run("evaluate", "--data", dataset, "--level-table-lopo")
+    if base == "pet-ct-lowdose":
+        assert lopo.exit_code == 0, lopo.output
+        assert "level table, test patient PHANTOM-000" in lopo.output
+    else:
+        assert lopo.exit_code != 0
+        assert "have no distortion levels" in lopo.output and "Traceback" not in lopo.output
     if base == "pet-ct-lowdose":
         assert "level table" in methods.index
         assert not any(m.startswith("parameter regression") for m in methods.index)
