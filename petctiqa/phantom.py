@@ -19,29 +19,25 @@ Retriever::
 
 The anatomy (see :mod:`petctiqa.phantom_anatomy`) and every tag are deterministic functions of
 (seed, patient): UIDs are ``2.25.<128-bit integer from SHA-256>``, dates and times are drawn
-from the seeded generator, so the same seed always gives byte-identical files.
+from the seeded generator, so the same seed always gives byte-identical files. This module
+draws each study and its voxels; :mod:`petctiqa.phantom_series` writes its DICOM series.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
-import hashlib
 import io
 import math
 import os
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import Dataset
-from pydicom.sequence import Sequence
 from scipy import ndimage
 from tqdm import tqdm
 
-from petctiqa import __version__
 from petctiqa.atomic import atomic_write_text
 from petctiqa.phantom_anatomy import (
     Anatomy,
@@ -51,36 +47,46 @@ from petctiqa.phantom_anatomy import (
     paint,
     point_truth,
 )
-from petctiqa.phantom_dicom import (
-    code_item,
-    da,
-    ds_text,
-    element_bytes,
-    file_meta_bytes,
-    pixel_data_bytes,
-    tm,
+from petctiqa.phantom_dicom import tm
+from petctiqa.phantom_series import (
+    BED_SECONDS,
+    CT_DESCRIPTION,
+    CT_IMAGE_STORAGE,
+    CT_SERIES_NUMBER,
+    CT_SLICE_MM,
+    F18_HALF_LIFE_S,
+    PET_DESCRIPTION,
+    PET_FIELD_MM,
+    PET_IMAGE_STORAGE,
+    PET_SERIES_NUMBER,
+    PET_SLICE_MM,
+    STUDY_DESCRIPTION,
+    Acquisition,
+    Grid,
+    SliceHeader,
+    phantom_uid,
+    quantise_pet,
+    series_dataset,
+    series_folder,
+    study_folder,
+    write_series,
 )
 from petctiqa.pool import watch_main_process
 from petctiqa.seeding import rng_for
 
+__all__ = [
+    "F18_HALF_LIFE_S",
+    "Landmark",
+    "PhantomStudy",
+    "phantom_patient_id",
+    "phantom_uid",
+    "write_phantom_study",
+    "write_phantom_tree",
+]
+
 COLLECTION = "Lung-PET-CT-Dx-Phantom"
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-PET_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
-F18_HALF_LIFE_S = 6586.2
-"""Half-life of F-18 in seconds, as written by the scanner."""
 PET_FWHM_MM = 6.0
 """Spatial resolution of the PET images (Gaussian FWHM)."""
-CT_SLICE_MM = 5.0
-PET_SLICE_MM = 3.27
-PET_FIELD_MM = 600.0
-PET_STORED_MAX = 32767
-"""Largest stored PET value of each slice (uint16 kept below 2**15 for lenient readers)."""
-BED_SECONDS = 180
-STUDY_DESCRIPTION = "PET-CT"
-CT_DESCRIPTION = "CT Thorax 5mm"
-PET_DESCRIPTION = "PET AC"
-CT_SERIES_NUMBER = 2
-PET_SERIES_NUMBER = 4
 
 
 @dataclass(frozen=True)
@@ -120,53 +126,12 @@ class PhantomStudy:
     landmarks: tuple[Landmark, ...] = ()
 
 
-@dataclass(frozen=True)
-class _Grid:
-    """An axial image grid: column / row centres (mm) and slice z (mm), in file order."""
-
-    xs: np.ndarray
-    ys: np.ndarray
-    zs: np.ndarray
-    spacing: float
-
-    @property
-    def origin(self) -> tuple[float, float]:
-        return float(self.xs[0]), float(self.ys[0])
-
-
-@dataclass(frozen=True)
-class _Acquisition:
-    """Patient, dose and timing of one study."""
-
-    patient_id: str
-    sex: str
-    age: int
-    weight_kg: float
-    height_m: float
-    study_date: dt.date
-    injection: dt.datetime
-    ct_start: dt.datetime
-    pet_start: dt.datetime
-    dose_bq: float
-
-    @property
-    def decayed_dose_bq(self) -> float:
-        elapsed = (self.pet_start - self.injection).total_seconds()
-        return self.dose_bq * 2.0 ** (-elapsed / F18_HALF_LIFE_S)
-
-
 def phantom_patient_id(patient_index: int) -> str:
     """``PHANTOM-0001`` for patient_index 1 (indices start at 1)."""
     return f"PHANTOM-{patient_index:04d}"
 
 
-def phantom_uid(seed: int, *parts: str | int) -> str:
-    """A deterministic DICOM UID ``2.25.<int>`` from SHA-256 of (seed, parts)."""
-    key = "\x1f".join(["petctiqa-phantom", str(int(seed)), *map(str, parts)])
-    return "2.25." + str(int.from_bytes(hashlib.sha256(key.encode()).digest()[:16], "big"))
-
-
-def _draw_acquisition(seed: int, patient_index: int) -> _Acquisition:
+def _draw_acquisition(seed: int, patient_index: int) -> Acquisition:
     rng = rng_for(seed, f"phantom/{phantom_patient_id(patient_index)}/acquisition")
     sex = "M" if rng.random() < 0.55 else "F"
     weight = float(np.round(rng.uniform(60, 105) if sex == "M" else rng.uniform(50, 90), 1))
@@ -180,13 +145,13 @@ def _draw_acquisition(seed: int, patient_index: int) -> _Acquisition:
     pet_start = injection + uptake
     ct_start = pet_start - dt.timedelta(minutes=3, seconds=int(rng.integers(0, 40)))
     dose = float(np.round(3.7e6 * weight * rng.uniform(0.9, 1.1), -5))
-    return _Acquisition(
+    return Acquisition(
         phantom_patient_id(patient_index), sex, age, weight, height, day, injection, ct_start,
         pet_start, dose,
     )  # fmt: skip
 
 
-def _ct_grid(rng: np.random.Generator, matrix: int, z_top: float, n_slices: int) -> _Grid:
+def _ct_grid(rng: np.random.Generator, matrix: int, z_top: float, n_slices: int) -> Grid:
     field = float(rng.choice([480.0, 500.0]))
     spacing = field / matrix
     centre_y = float(np.round(rng.uniform(-10, 25), 1))
@@ -195,10 +160,10 @@ def _ct_grid(rng: np.random.Generator, matrix: int, z_top: float, n_slices: int)
     xs = x0 + spacing * np.arange(matrix)
     ys = y0 + spacing * np.arange(matrix)
     zs = np.round(z_top - CT_SLICE_MM * np.arange(n_slices), 4)
-    return _Grid(xs, ys, zs, spacing)
+    return Grid(xs, ys, zs, spacing)
 
 
-def _pet_grid(matrix: int, ct: _Grid) -> _Grid:
+def _pet_grid(matrix: int, ct: Grid) -> Grid:
     spacing = PET_FIELD_MM / matrix
     x0 = round(-PET_FIELD_MM / 2 + spacing / 2, 4)
     xs = x0 + spacing * np.arange(matrix)
@@ -207,10 +172,10 @@ def _pet_grid(matrix: int, ct: _Grid) -> _Grid:
     bottom = float(ct.zs[-1]) - 9.1
     n = int(math.ceil((top - bottom) / PET_SLICE_MM)) + 1
     zs = np.round(top - PET_SLICE_MM * np.arange(n), 4)
-    return _Grid(xs, xs.copy(), zs, spacing)
+    return Grid(xs, xs.copy(), zs, spacing)
 
 
-def _ct_volume(anatomy: Anatomy, grid: _Grid, rng: np.random.Generator, noise_hu: float):
+def _ct_volume(anatomy: Anatomy, grid: Grid, rng: np.random.Generator, noise_hu: float):
     hu = paint(anatomy.shapes, grid.xs, grid.ys, grid.zs, "hu", edge_mm=grid.spacing,
                background=-1000.0)  # fmt: skip
     # white noise from a small bank of planes, each slice a different plane and shift
@@ -222,7 +187,7 @@ def _ct_volume(anatomy: Anatomy, grid: _Grid, rng: np.random.Generator, noise_hu
     return np.clip(np.rint(hu, out=hu), 0, 4095, out=hu).astype(np.uint16)
 
 
-def _pet_suv(anatomy: Anatomy, grid: _Grid, rng: np.random.Generator, noise: float):
+def _pet_suv(anatomy: Anatomy, grid: Grid, rng: np.random.Generator, noise: float):
     """Body-weight SUV on the PET grid: partial volume, noise, 6 mm FWHM, zero outside the body."""
     sub = np.array([-1.0, 0.0, 1.0]) * PET_SLICE_MM / 3
     fine_z = (grid.zs[:, None] + sub[None, :]).ravel()
@@ -238,203 +203,6 @@ def _pet_suv(anatomy: Anatomy, grid: _Grid, rng: np.random.Generator, noise: flo
     near_body = ndimage.maximum_filter(body, size=3, mode="constant")
     suv[~near_body] = 0.0
     return np.clip(suv, 0.0, None)
-
-
-def _common_dataset(acq: _Acquisition, study_uid: str, for_uid: str) -> Dataset:
-    ds = Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.StudyDate = da(acq.study_date)
-    ds.StudyTime = tm(acq.ct_start - dt.timedelta(minutes=2))
-    ds.AccessionNumber = ""
-    ds.Manufacturer = "petctiqa"
-    ds.InstitutionName = "petctiqa synthetic phantom"
-    ds.ReferringPhysicianName = ""
-    ds.StudyDescription = STUDY_DESCRIPTION
-    ds.ManufacturerModelName = "synthetic thorax PET/CT"
-    ds.PatientName = acq.patient_id
-    ds.PatientID = acq.patient_id
-    ds.PatientBirthDate = ""
-    ds.PatientSex = acq.sex
-    ds.PatientAge = f"{acq.age:03d}Y"
-    ds.PatientSize = f"{acq.height_m:.2f}"
-    ds.PatientWeight = f"{acq.weight_kg:.1f}"
-    ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = "synthetic data, no real patient"
-    ds.BodyPartExamined = "CHEST"
-    ds.SoftwareVersions = f"petctiqa {__version__}"
-    ds.PatientPosition = "HFS"
-    ds.StudyInstanceUID = study_uid
-    ds.StudyID = ""
-    ds.FrameOfReferenceUID = for_uid
-    ds.PositionReferenceIndicator = ""
-    ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
-    return ds
-
-
-def _series_dataset(
-    acq: _Acquisition,
-    study_uid: str,
-    for_uid: str,
-    series_uid: str,
-    modality: str,
-    grid: _Grid,
-    matrix: int,
-) -> Dataset:
-    ds = _common_dataset(acq, study_uid, for_uid)
-    start = acq.ct_start if modality == "CT" else acq.pet_start
-    ds.SOPClassUID = CT_IMAGE_STORAGE if modality == "CT" else PET_IMAGE_STORAGE
-    ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = da(acq.study_date)
-    ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = tm(start)
-    ds.Modality = modality
-    ds.SeriesInstanceUID = series_uid
-    ds.Rows = ds.Columns = matrix
-    ds.PixelSpacing = [ds_text(grid.spacing), ds_text(grid.spacing)]
-    if modality == "CT":
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.SeriesDescription = CT_DESCRIPTION
-        ds.SeriesNumber = CT_SERIES_NUMBER
-        ds.AcquisitionNumber = 1
-        ds.ScanOptions = "HELICAL MODE"
-        ds.SliceThickness = ds_text(CT_SLICE_MM)
-        ds.KVP = "120"
-        ds.DataCollectionDiameter = "500"
-        ds.ReconstructionDiameter = ds_text(grid.spacing * matrix)
-        ds.GantryDetectorTilt = "0"
-        ds.TableHeight = "150"
-        ds.RotationDirection = "CW"
-        ds.XRayTubeCurrent = 80
-        ds.ConvolutionKernel = "B31f"
-        ds.RescaleIntercept = "-1024"
-        ds.RescaleSlope = "1"
-        ds.RescaleType = "HU"
-        ds.WindowCenter = "40"
-        ds.WindowWidth = "400"
-    else:
-        ds.ImageType = ["ORIGINAL", "PRIMARY"]
-        ds.SeriesDescription = PET_DESCRIPTION
-        ds.SeriesNumber = PET_SERIES_NUMBER
-        ds.SliceThickness = ds_text(PET_SLICE_MM)
-        ds.ReconstructionDiameter = ds_text(PET_FIELD_MM)
-        ds.ActualFrameDuration = BED_SECONDS * 1000
-        ds.CorrectedImage = ["NORM", "DTIM", "ATTN", "SCAT", "DECY", "RAN"]
-        ds.RescaleIntercept = "0"
-        ds.RescaleType = "BQML"
-        ds.SeriesType = ["WHOLE BODY", "IMAGE"]
-        ds.Units = "BQML"
-        ds.CountsSource = "EMISSION"
-        ds.RandomsCorrectionMethod = "DLYD"
-        ds.AttenuationCorrectionMethod = "measured"
-        ds.DecayCorrection = "START"
-        ds.ReconstructionMethod = "OSEM3D 4i8s"
-        ds.ScatterCorrectionMethod = "Model-based"
-        ds.NumberOfSlices = len(grid.zs)
-        ds.SliceSensitivityFactor = "1"
-        window = Dataset()
-        window.EnergyWindowLowerLimit = "435"
-        window.EnergyWindowUpperLimit = "650"
-        ds.EnergyWindowRangeSequence = Sequence([window])
-        drug = Dataset()
-        drug.Radiopharmaceutical = "Fluorodeoxyglucose"
-        drug.RadiopharmaceuticalStartTime = tm(acq.injection)
-        drug.RadiopharmaceuticalStartDateTime = acq.injection.strftime("%Y%m%d%H%M%S.00")
-        drug.RadionuclideTotalDose = ds_text(acq.dose_bq)
-        drug.RadionuclideHalfLife = ds_text(F18_HALF_LIFE_S)
-        drug.RadionuclidePositronFraction = "0.9673"
-        drug.RadionuclideCodeSequence = Sequence([code_item("C-111A1", "SRT", "^18^Fluorine")])
-        drug.RadiopharmaceuticalCodeSequence = Sequence(
-            [code_item("C-B1031", "SRT", "Fluorodeoxyglucose F^18^")]
-        )
-        ds.RadiopharmaceuticalInformationSequence = Sequence([drug])
-    return ds
-
-
-def _study_folder(acq: _Acquisition, study_uid: str) -> str:
-    return f"{acq.study_date.strftime('%m-%d-%Y')}-NA-{STUDY_DESCRIPTION}-{study_uid[-5:]}"
-
-
-def _series_folder(number: int, description: str, series_uid: str) -> str:
-    return f"{number:.6f}-{description}-{series_uid[-5:]}"
-
-
-@dataclass(frozen=True)
-class _SliceHeader:
-    """The per-slice tags of one instance."""
-
-    instance_number: int
-    z_mm: float
-    rescale_slope: str | None = None
-    acquisition_time: str | None = None
-
-
-def _write_series(
-    folder: Path,
-    base: Dataset,
-    grid: _Grid,
-    stored: np.ndarray,
-    seed: int,
-    patient_id: str,
-    headers: list[_SliceHeader],
-) -> tuple[Path, ...]:
-    """Write one series as ``1-NN.dcm`` files, published into ``folder`` all at once.
-
-    The static tags are encoded once; per slice only the changing tags are encoded and merged
-    in tag order (a valid explicit VR little endian file, Pixel Data last). Files go to a hidden
-    staging folder that replaces ``folder`` when complete, so a reader never sees a partly
-    written series and an interrupted run leaves any earlier series intact.
-    """
-    static = element_bytes(base)
-    x_text, y_text = (ds_text(v) for v in grid.origin)
-    staging = folder.parent / f".{folder.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    names = []
-    for k, header in enumerate(headers):
-        sop_uid = phantom_uid(seed, patient_id, base.Modality, "instance", header.instance_number)
-        varying = Dataset()
-        varying.SOPInstanceUID = sop_uid
-        varying.InstanceNumber = header.instance_number
-        varying.ImagePositionPatient = [x_text, y_text, ds_text(header.z_mm)]
-        varying.SliceLocation = ds_text(header.z_mm)
-        if header.rescale_slope is not None:
-            varying.RescaleSlope = header.rescale_slope
-            varying.ImageIndex = header.instance_number
-        if header.acquisition_time is not None:
-            varying.AcquisitionTime = header.acquisition_time
-        elements = {**static, **element_bytes(varying)}
-        body = b"".join(elements[tag] for tag in sorted(elements))
-        pixels = pixel_data_bytes(stored[k].astype("<u2").tobytes())
-        name = f"1-{header.instance_number:02d}.dcm"
-        with open(staging / name, "wb") as handle:
-            handle.write(file_meta_bytes(base.SOPClassUID, sop_uid) + body + pixels)
-        names.append(name)
-    if folder.exists():
-        retired = folder.parent / f".{folder.name}.old"
-        shutil.rmtree(retired, ignore_errors=True)
-        os.replace(folder, retired)
-        os.replace(staging, folder)
-        shutil.rmtree(retired)
-    else:
-        os.replace(staging, folder)
-    return tuple(folder / name for name in names)
-
-
-def _quantise_pet(bqml: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """uint16 slices and their RescaleSlope strings (stored * slope = Bq/ml)."""
-    stored = np.zeros(bqml.shape, dtype=np.uint16)
-    slopes: list[str] = []
-    for k, plane in enumerate(bqml):
-        peak = float(plane.max())
-        slope_text = ds_text(peak / PET_STORED_MAX) if peak > 0 else "1"
-        slope = float(slope_text)
-        stored[k] = np.clip(np.rint(plane / slope), 0, 65535).astype(np.uint16)
-        slopes.append(slope_text)
-    return stored, slopes
 
 
 def write_phantom_study(
@@ -474,26 +242,26 @@ def write_phantom_study(
     for_uid = phantom_uid(seed, pid, "frame-of-reference")
     ct_uid = phantom_uid(seed, pid, "series", "CT")
     pet_uid = phantom_uid(seed, pid, "series", "PT")
-    study_dir = out_dir / COLLECTION / pid / _study_folder(acq, study_uid)
-    ct_dir = study_dir / _series_folder(CT_SERIES_NUMBER, CT_DESCRIPTION, ct_uid)
-    pet_dir = study_dir / _series_folder(PET_SERIES_NUMBER, PET_DESCRIPTION, pet_uid)
+    study_dir = out_dir / COLLECTION / pid / study_folder(acq, study_uid)
+    ct_dir = study_dir / series_folder(CT_SERIES_NUMBER, CT_DESCRIPTION, ct_uid)
+    pet_dir = study_dir / series_folder(PET_SERIES_NUMBER, PET_DESCRIPTION, pet_uid)
 
     ct_stored = _ct_volume(anatomy, ct_grid, rng_for(seed, f"phantom/{pid}/ct-noise"), ct_noise)
-    ct_base = _series_dataset(acq, study_uid, for_uid, ct_uid, "CT", ct_grid, ct_matrix)
-    ct_headers = [_SliceHeader(k + 1, float(z)) for k, z in enumerate(ct_grid.zs)]
-    ct_files = _write_series(ct_dir, ct_base, ct_grid, ct_stored, seed, pid, ct_headers)
+    ct_base = series_dataset(acq, study_uid, for_uid, ct_uid, "CT", ct_grid, ct_matrix)
+    ct_headers = [SliceHeader(k + 1, float(z)) for k, z in enumerate(ct_grid.zs)]
+    ct_files = write_series(ct_dir, ct_base, ct_grid, ct_stored, seed, pid, ct_headers)
 
     suv = _pet_suv(anatomy, pet_grid, rng_for(seed, f"phantom/{pid}/pet-noise"), pet_noise)
     bqml = suv * np.float32(acq.decayed_dose_bq / (acq.weight_kg * 1000.0))
-    pet_stored, slopes = _quantise_pet(bqml)
+    pet_stored, slopes = quantise_pet(bqml)
     n_pet = len(pet_grid.zs)
     second_bed = tm(acq.pet_start + dt.timedelta(seconds=BED_SECONDS))
     acq_times = [tm(acq.pet_start) if k < n_pet // 2 else second_bed for k in range(n_pet)]
-    pet_base = _series_dataset(acq, study_uid, for_uid, pet_uid, "PT", pet_grid, pet_matrix)
+    pet_base = series_dataset(acq, study_uid, for_uid, pet_uid, "PT", pet_grid, pet_matrix)
     pet_headers = [
-        _SliceHeader(k + 1, float(z), slopes[k], acq_times[k]) for k, z in enumerate(pet_grid.zs)
+        SliceHeader(k + 1, float(z), slopes[k], acq_times[k]) for k, z in enumerate(pet_grid.zs)
     ]
-    pet_files = _write_series(pet_dir, pet_base, pet_grid, pet_stored, seed, pid, pet_headers)
+    pet_files = write_series(pet_dir, pet_base, pet_grid, pet_stored, seed, pid, pet_headers)
 
     landmarks = tuple(
         Landmark(name, point, *point_truth(anatomy.shapes, point))

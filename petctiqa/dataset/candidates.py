@@ -35,8 +35,7 @@ from petctiqa.dicom.index import (
     is_nbia_metadata,
 )
 from petctiqa.dicom.pairing import PetCtPair, find_pet_ct_pairs
-from petctiqa.dicom.records import SkippedFile
-from petctiqa.dicom.volume import series_label
+from petctiqa.dicom.records import SkippedFile, series_label
 from petctiqa.errors import DatasetError, DicomError
 
 Log = Callable[[str], None]

@@ -17,11 +17,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from petctiqa.dicom.geometry import series_stack_geometry
 from petctiqa.dicom.index import HEADER_DAMAGE_REASONS, is_nbia_metadata
 from petctiqa.dicom.pairing import PetCtPair, unpaired_pet_series
-from petctiqa.dicom.records import DicomIndex, SeriesInfo, SkippedFile
+from petctiqa.dicom.records import DicomIndex, SeriesInfo, SkippedFile, series_label
 from petctiqa.dicom.suv import series_suv_parameters
-from petctiqa.dicom.volume import read_slice_header, series_label, series_stack_geometry
+from petctiqa.dicom.volume import read_slice_header
 from petctiqa.errors import DicomError
 
 DAMAGE_REASONS = ("truncated", "unreadable")

@@ -25,13 +25,10 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from tqdm import tqdm
 
+from petctiqa.dicom.geometry import slice_geometry_from_header
 from petctiqa.dicom.header_scan import HeaderLike, scan_header
 from petctiqa.dicom.records import DicomIndex, SeriesInfo, SkippedFile, SliceGeometry
-from petctiqa.dicom.volume import (
-    looks_like_raw_dataset,
-    quiet_pydicom,
-    slice_geometry_from_header,
-)
+from petctiqa.dicom.volume import looks_like_raw_dataset, quiet_pydicom
 from petctiqa.errors import DicomError
 
 NON_IMAGE_MODALITIES: dict[str, str] = {

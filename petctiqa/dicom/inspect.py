@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from petctiqa.dicom.geometry import series_stack_geometry
 from petctiqa.dicom.index import index_dicom_tree, skipped_by_reason
 from petctiqa.dicom.pairing import PetCtPair, find_pet_ct_pairs, unpaired_pet_series
 from petctiqa.dicom.records import DicomIndex, SeriesInfo
 from petctiqa.dicom.suv import SuvParameters, load_pet_suv_with_parameters
-from petctiqa.dicom.volume import series_stack_geometry
 from petctiqa.errors import DicomError
 
 SKIPPED_EXAMPLES = 3

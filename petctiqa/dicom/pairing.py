@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from petctiqa.dicom.geometry import series_stack_geometry
 from petctiqa.dicom.records import DicomIndex, SeriesInfo
-from petctiqa.dicom.volume import series_stack_geometry
 from petctiqa.errors import DicomError
 
 

@@ -1,7 +1,10 @@
-"""Records shared by the DICOM modules and everything downstream (render, dataset, score)."""
+"""Records shared by the DICOM modules and everything downstream (render, dataset, score), and
+the one way messages name a series (:func:`series_label`)."""
 
 from __future__ import annotations
 
+import os.path
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,3 +116,19 @@ class Volume:
         inverse = np.linalg.inv(self.affine)
         xyz = np.asarray(xyz, dtype=np.float64)
         return xyz @ inverse[:3, :3].T + inverse[:3, 3]
+
+
+def series_label(series: SeriesInfo) -> str:
+    """A short name for messages: modality, description and the folder holding the files."""
+    folder = _common_folder(series.files)
+    description = series.series_description or "no description"
+    return f"{series.modality} series '{description}' in {folder}"
+
+
+def _common_folder(files: Sequence[Path]) -> str:
+    if not files:
+        return "(no files)"
+    parents = {str(Path(f).parent) for f in files}
+    if len(parents) == 1:
+        return parents.pop()
+    return os.path.commonpath(sorted(parents))

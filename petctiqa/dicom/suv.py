@@ -23,8 +23,8 @@ from pydicom.dataset import Dataset
 from pydicom.valuerep import DA, DT, TM
 
 from petctiqa.dicom.header_scan import HeaderLike
-from petctiqa.dicom.records import SeriesInfo, Volume
-from petctiqa.dicom.volume import full_dataset, read_sorted_series, rescaled_pixels, series_label
+from petctiqa.dicom.records import SeriesInfo, Volume, series_label
+from petctiqa.dicom.volume import full_dataset, read_sorted_series, rescaled_pixels
 from petctiqa.errors import DicomError
 
 SUV_UNIT = "SUVbw"

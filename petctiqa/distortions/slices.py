@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from petctiqa.dicom.records import SeriesInfo, Volume
+from petctiqa.dicom.records import SeriesInfo, Volume, series_label
 from petctiqa.errors import DicomError, PetctiqaError
 
 DEFAULT_FRAME_DURATION_S = 180.0
@@ -94,7 +94,7 @@ def pet_acquisition(series: SeriesInfo) -> PetAcquisition:
     """Acquisition facts of a PET series from its first slice's header (defaults otherwise)."""
     # lazy: protocol parsing imports every plug-in (and this module); no pydicom there
     from petctiqa.dicom.suv import series_suv_parameters
-    from petctiqa.dicom.volume import full_dataset, read_slice_header, series_label
+    from petctiqa.dicom.volume import full_dataset, read_slice_header
 
     if not series.files:
         raise DicomError(f"{series_label(series)}: no files")
