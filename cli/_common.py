@@ -10,6 +10,8 @@ from collections.abc import Iterator
 
 import click
 
+from petctiqa.terminal import printable
+
 
 def main_rank() -> bool:
     """Rank 0 of a torchrun job, or not distributed (before or after the process group)."""
@@ -27,7 +29,7 @@ def echo_warnings() -> Iterator[None]:
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
         if main_rank():
-            click.echo(f"warning: {message}", err=True)
+            click.echo(f"warning: {printable(str(message), keep_newlines=True)}", err=True)
 
     with warnings.catch_warnings():
         warnings.simplefilter("default")

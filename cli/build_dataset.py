@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from petctiqa.errors import DatasetError
+from petctiqa.terminal import printable
 
 
 @click.command(name="build-dataset")
@@ -114,8 +115,8 @@ def build_dataset(
     from petctiqa.dataset.select import read_patient_list
     from petctiqa.protocol import load_dataset_protocol
 
-    def log(message: str) -> None:
-        click.echo(message, err=True)
+    def log(message: str) -> None:  # messages quote DICOM text (IDs, descriptions)
+        click.echo(printable(message, keep_newlines=True), err=True)
 
     options = BuildOptions(
         out_dir=out_dir,
@@ -144,4 +145,6 @@ def build_dataset(
         f"{summary.seconds:.1f} s]"
     )
     for item in summary.substitutions:
-        click.echo(f"patient {item.used} used instead of {item.instead_of} ({item.reason})")
+        click.echo(
+            printable(f"patient {item.used} used instead of {item.instead_of} ({item.reason})")
+        )

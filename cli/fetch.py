@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from petctiqa.errors import FetchError
+from petctiqa.terminal import printable
 
 
 @contextlib.contextmanager
@@ -117,7 +118,7 @@ def fetch(
     with TciaClient(
         base_url, retry=RetryPolicy(attempts=retries), timeout_s=(15.0, read_timeout)
     ) as client:
-        click.echo(f"querying {client.base_url} for {collection} ...", err=True)
+        click.echo(printable(f"querying {client.base_url} for {collection} ..."), err=True)
         plan = plan_fetch(
             client,
             collection,
@@ -126,8 +127,8 @@ def fetch(
             patient_ids=patient_ids,
             workers=workers,
         )
-        for line in describe_plan(plan, details=dry_run):
-            click.echo(line)
+        for line in describe_plan(plan, details=dry_run):  # the server's IDs and descriptions
+            click.echo(printable(line))
         if dry_run:
             click.echo("dry run: nothing downloaded (CT choices are verified after download)")
             return
@@ -137,7 +138,7 @@ def fetch(
                 plan,
                 workers=workers,
                 progress=True,
-                log=lambda message: click.echo(message, err=True),
+                log=lambda message: click.echo(printable(message), err=True),
             )
     click.echo(
         f"downloaded {report.downloaded_series} series "

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from petctiqa.terminal import printable
+
 
 @click.command(name="inspect")
 @click.argument(
@@ -42,4 +44,4 @@ def inspect_dicom(directory: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(inspect_report_to_json(report), indent=2))
     else:
-        click.echo(format_inspect_text(report), nl=False)
+        click.echo(printable(format_inspect_text(report), keep_newlines=True), nl=False)

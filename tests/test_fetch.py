@@ -464,6 +464,24 @@ def test_cli_dry_run_lists_series_and_downloads_nothing(server, archive, tmp_pat
     assert not out.exists()
 
 
+def test_cli_dry_run_prints_server_text_with_control_characters_escaped(server, archive, tmp_path):
+    first = archive.studies[0]
+    hostile_id = "PHANTOM\x1b[2J-1"  # ESC [2J clears the screen
+    server.relabel(first.pet_series_uid, PatientID=hostile_id, SeriesDescription="PET\x1b]0;x\x07")
+    server.relabel(first.ct_series_uid, PatientID=hostile_id)
+    server.relabel(archive.distractor_ct_uid, PatientID=hostile_id)
+    result = CliRunner().invoke(
+        cli,
+        ["fetch", "--collection", COLLECTION, "--patients", "2", "--out", str(tmp_path / "o"),
+         "--dry-run"],
+        env={"PETCTIQA_TCIA_URL": server.base_url},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "\x07" not in result.output
+    assert "PHANTOM\\x1b[2J-1  study" in result.output
+    assert "PET PET\\x1b]0;x\\x07" in result.output
+
+
 def test_cli_fetch_then_index_and_pair(server, archive, tmp_path):
     index_module = pytest.importorskip("petctiqa.dicom.index")
     pairing_module = pytest.importorskip("petctiqa.dicom.pairing")
