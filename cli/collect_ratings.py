@@ -12,7 +12,6 @@ from pathlib import Path
 import click
 
 from petctiqa.errors import DatasetError, RatingError
-from petctiqa.ratings.serving import create_server
 from petctiqa_cli._common import echo_warnings
 
 DATASET = click.option(
@@ -224,7 +223,8 @@ def serve(
       petctiqa collect-ratings serve --dataset ds/ --raters raters.txt --port 9000
       petctiqa collect-ratings serve --dataset ds/ --raters r1,r2 --host 0.0.0.0  # LAN: warns
     """
-    # lazy: `petctiqa --help` imports this module; ratings code pulls in NumPy
+    # lazy: `petctiqa --help` imports this module; these pull in waitress, Flask and NumPy
+    from petctiqa.ratings.serving import create_server
     from petctiqa.ratings.web import bind_warning, create_app
 
     # a failure before serving leaves no new, empty database behind

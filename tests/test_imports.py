@@ -142,3 +142,15 @@ def test_distortion_plugins_stay_light_for_protocol_parsing():
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_help_imports_no_heavy_library():
+    """`petctiqa --help` imports every command module: their library imports stay lazy."""
+    code = (
+        "import sys; from click.testing import CliRunner; from petctiqa_cli.main import cli; "
+        "r = CliRunner().invoke(cli, ['--help']); assert r.exit_code == 0, r.output; "
+        "heavy = [m for m in ('numpy', 'scipy', 'pandas', 'pydicom', 'torch', 'flask', "
+        "'waitress', 'requests', 'PIL', 'cv2') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
