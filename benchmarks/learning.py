@@ -108,7 +108,7 @@ def main() -> None:
     for direction in [d for d in args.directions.split(",") if d]:
         train_p, test_p = direction.split(":")
         seconds, result = run_recipe(
-            dataset, out / f"{train_p}-{test_p}-cpu", train_p, test_p, "cpu"
+            dataset, out / f"{train_p}-{test_p}-cpu", train_p, test_p, "cpu preset"
         )
         cpu_seconds[direction] = seconds
         print(
