@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -42,6 +41,8 @@ def inspect_dicom(directory: Path, as_json: bool) -> None:
 
     report = build_inspect_report(directory, progress=sys.stderr.isatty())
     if as_json:
+        import json  # lazy: only --json needs it, and `petctiqa --help` imports this module
+
         click.echo(json.dumps(inspect_report_to_json(report), indent=2))
     else:
         click.echo(printable(format_inspect_text(report), keep_newlines=True), nl=False)
