@@ -1,19 +1,28 @@
-"""Scoring speed on the CPU: eager PyTorch vs ONNX Runtime, archive scoring, 2 processes vs 1.
+"""Scoring speed on the CPU: eager vs ONNX Runtime, archive scoring vs the pure model, 2 processes
+vs 1 (issue #14; figures and how to read them: docs/scoring.md).
 
-    .venv/bin/python benchmarks/scoring.py [--steps 3] [--patients 2] [--slice-stride 20]
-        [--dicom ../shared/data/dicom] [--threads 2] [--network-only]
+    .venv/bin/python benchmarks/scoring.py [--models msiqa,petct-cnn] [--slice-stride 4]
+        [--patients 20] [--phantom DIR] [--work DIR] [--steps 3] [--batch 16] [--threads 2]
+        [--jobs 2] [--skip network,archive,procs]
 
-Uses the full MS-IQA (random init, 224 x 224 resize preprocessing; speed does not depend on
-the weights). Prints:
+Random-init checkpoints (speed does not depend on the weights): ``msiqa`` is the full MS-IQA
+with its paper preprocessing (224 x 224 resize), the model ``petctiqa score`` is used with by
+default; ``petct-cnn`` with the CPU preset's preprocessing (the whole 512 x 512 render), the
+CPU-class model. All ONNX Runtime runs use ``--threads`` intra-op threads. Prints, in one run:
 
-1. network images/s at batch 16 for eager and the ONNX Runtime path, timed alternately
-   (eager, ort, eager, ort, ...) so that drift on a shared machine hits both alike; the one-off
-   ONNX export time;
-2. ``petctiqa score ARCHIVE --out x.csv`` wall time and studies/min on a fresh phantom archive
-   (``--patients`` studies) and on ``--dicom``, every ``--slice-stride``-th slice, runtime ort
-   (export cached), one process;
-3. the same phantom archive under ``torchrun --nproc_per_node 2`` (1 thread each) against one
-   process (``--threads`` threads), and whether both wrote the same file.
+1. ``network``: MS-IQA images/s at ``--batch`` for eager and ONNX Runtime, timed alternately
+   (eager, ort, eager, ...) so that drift on a shared machine hits both alike;
+2. ``archive``: per model, side by side, the pure-model images/s (ONNX Runtime, same batch,
+   threads and input size, inputs already in memory; timed before and after the archive run)
+   and archive-scoring images/s on the phantom's studies (``score_archive`` in this process:
+   walk, worker start, session load, rendering, preprocessing, model, journal, merge and
+   output; model weights already loaded), their ratio, where the archive run's time went
+   (before the first batch, model busy, the model's rate inside the run), and the CPU time
+   rendering costs per slice (one process, measured apart), with the ratio two cores allow if
+   model and rendering shared them perfectly;
+3. ``procs``: ``petctiqa score PHANTOM --out x.csv`` (first model) as one process against
+   ``torchrun --nproc_per_node 2``, wall time of each whole command, and whether both wrote
+   the same file.
 """
 
 from __future__ import annotations
@@ -26,29 +35,59 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 BIN = Path(sys.executable).parent
+# Workers started from here import this file again (multiprocessing's fork server runs the
+# main module in each): the library is imported inside the functions, not at the top.
 
 
-def make_checkpoint(path: Path) -> Path:
+def make_checkpoint(name: str, path: Path) -> Path:
     import torch
 
     from petctiqa.iqa.checkpoint import save_checkpoint
     from petctiqa.iqa.preprocess import Preprocessing
-    from petctiqa.msiqa.model import MsIqa, MsIqaConfig
+    from petctiqa.iqa.presets import CPU_CROP
+    from petctiqa.models import get_model_entry
 
+    preprocessing = {"msiqa": Preprocessing(size=224), "petct-cnn": CPU_CROP}[name]
+    if path.is_file():  # same bytes as before: the ONNX export cache stays valid
+        return path
+    entry = get_model_entry(name)
+    config = entry.default_config()
     torch.manual_seed(0)
-    config = MsIqaConfig()
     save_checkpoint(
         path,
         {
-            "model_name": "msiqa",
+            "model_name": name,
             "config": config.to_dict(),
             "label_scale": {"low": 0.0, "high": 4.0},
-            "model": MsIqa(config).eval().state_dict(),
-            "preprocessing": Preprocessing(size=224).to_dict(),
+            "model": entry.build(config).eval().state_dict(),
+            "preprocessing": preprocessing.to_dict(),
         },
     )
     return path
+
+
+class TimedModel:
+    """Wraps the runtime's model: when each batch ran and for how long."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.calls: list[tuple[int, float, float]] = []
+
+    def eval(self) -> TimedModel:
+        return self
+
+    def warm(self, shapes) -> None:
+        if hasattr(self.model, "warm"):
+            self.model.warm(shapes)
+
+    def forward_parts(self, x):
+        start = time.perf_counter()
+        out = self.model.forward_parts(x)
+        self.calls.append((len(x), start, time.perf_counter()))
+        return out
 
 
 def network_speed(checkpoint: Path, cache: Path, steps: int, batch: int) -> None:
@@ -63,7 +102,7 @@ def network_speed(checkpoint: Path, cache: Path, steps: int, batch: int) -> None
     with torch.inference_mode():
         reference = scorer.model.forward_parts(x)["score"]
         fast = ort.forward_parts(x)["score"]
-    print(f"ONNX export + session: {time.perf_counter() - start:.1f} s (once per checkpoint)")
+    print(f"ONNX export (unless cached) + session: {time.perf_counter() - start:.1f} s")
     print(f"max |ort - eager| on the 0..4 scale: {4 * (fast - reference).abs().max():.2e}")
     rates: dict[str, list[float]] = {"eager": [], "ort": []}
     for _ in range(steps):
@@ -78,16 +117,94 @@ def network_speed(checkpoint: Path, cache: Path, steps: int, batch: int) -> None
     print(f"ort / eager, pair by pair: {', '.join(f'{r:.2f}x' for r in ratios)}")
 
 
-def score_command(archive: Path, checkpoint: Path, out: Path, stride: int, procs: int):
+def pure_rate(model, shape: tuple[int, ...], batch: int, steps: int) -> float:
+    """images/s of ``model`` on in-memory inputs of ``shape`` (one batch first, untimed)."""
+    import torch
+
+    from petctiqa.iqa.inference import forward_batch
+
+    x = np.random.default_rng(0).normal(size=(batch, *shape)).astype(np.float32)
+    device = torch.device("cpu")
+    forward_batch(model, x, device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        forward_batch(model, x, device)
+    return batch * steps / (time.perf_counter() - start)
+
+
+def render_cost(units, scorer, stride: int) -> tuple[float, tuple[int, ...]]:
+    """(CPU seconds per slice to load, render and preprocess, network-input shape), from the
+    first study in this process (what one worker spends per slice)."""
+    from petctiqa.iqa.preprocess import grid_crops, rgb_to_array
+    from petctiqa.iqa.score import render_pair_slices
+
+    pair = next(u for u in units if u.kind == "study").pair
+    start = time.process_time()
+    count = 0
+    for _, rgb in render_pair_slices(pair, stride, scorer.render_settings):
+        stack = grid_crops(
+            rgb_to_array(rgb, preprocessing=scorer.preprocessing), scorer.preprocessing
+        )
+        count += len(stack)
+    return (time.process_time() - start) / count, tuple(stack.shape[1:])
+
+
+def archive_vs_model(name: str, checkpoint: Path, phantom: Path, work: Path, args) -> None:
+    from petctiqa.iqa.score import Scorer
+    from petctiqa.scoring.archive import ArchiveOptions, score_archive
+    from petctiqa.scoring.walk import walk_inputs
+
+    scorer = Scorer(checkpoint, "cpu")
+    start = time.perf_counter()
+    units = walk_inputs([phantom], args.slice_stride)
+    walk = time.perf_counter() - start
+    render, shape = render_cost(units, scorer, args.slice_stride)
+    ready, _, _ = scorer.runtime_model("ort", 1, args.batch, cache_dir=work / "onnx")
+    before = pure_rate(ready, shape, args.batch, args.steps)
+    fresh, _, _ = scorer.runtime_model("ort", 1, args.batch, cache_dir=work / "onnx")
+    timed = TimedModel(fresh)
+    options = ArchiveOptions(args.batch, args.slice_stride, 2.0, args.jobs)
+    out = work / f"archive-{name}.csv"
+    start = time.perf_counter()
+    score_archive(scorer, [phantom], out, timed, options)
+    wall = time.perf_counter() - start
+    after = pure_rate(ready, shape, args.batch, args.steps)
+    images = sum(n for n, _, _ in timed.calls)
+    busy = sum(end - begin for _, begin, end in timed.calls)
+    archive = images / wall
+    pure = (before + after) / 2
+    model_cpu = args.threads / pure  # CPU seconds per image if the threads keep the cores busy
+    print(
+        f"{name} {shape[1]}x{shape[2]}: pure model {before:.2f} / {after:.2f} images/s "
+        f"(before / after); archive {images} slices of {len(units)} studies in {wall:.1f} s = "
+        f"{archive:.2f} images/s; archive / pure = {archive / pure:.2f}"
+    )
+    print(
+        f"  archive run: {timed.calls[0][1] - start:.1f} s before the first batch (the walk "
+        f"alone: {walk:.1f} s), model busy "
+        f"{busy / wall:.0%} of the run at {images / busy:.2f} images/s, "
+        f"{sum(1 for n, _, _ in timed.calls if n < args.batch)} of {len(timed.calls)} batches short"
+    )
+    print(
+        f"  rendering: {render * 1000:.0f} ms CPU per slice (load, render, preprocess), model "
+        f"{model_cpu * 1000:.0f} ms CPU per image -> two cores shared perfectly allow "
+        f"archive / pure <= {model_cpu / (model_cpu + render):.2f}"
+    )
+    for path in (out, out.with_name(out.name + ".journal")):
+        subprocess.run(["rm", "-rf", str(path)], check=True)
+
+
+def score_command(archive: Path, checkpoint: Path, out: Path, args, procs: int) -> list[str]:
     base = ["score", str(archive), "--checkpoint", str(checkpoint), "--out", str(out),
-            "--device", "cpu", "--runtime", "ort", "--slice-stride", str(stride)]  # fmt: skip
+            "--device", "cpu", "--runtime", "ort", "--slice-stride", str(args.slice_stride),
+            "--batch-size", str(args.batch), "--jobs", str(args.jobs)]  # fmt: skip
     if procs == 1:
         return [str(BIN / "petctiqa"), *base]
     return [str(BIN / "torchrun"), "--standalone", "--nnodes", "1", "--nproc_per_node",
             str(procs), "-m", "petctiqa_cli.main", *base]  # fmt: skip
 
 
-def timed_score(command: list[str], env: dict[str, str]) -> float:
+def timed_command(command: list[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode not in (0, 1):
@@ -95,62 +212,67 @@ def timed_score(command: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - start
 
 
-def studies(out: Path) -> int:
-    return sum(1 for line in out.read_text().splitlines() if line.startswith("study,"))
-
-
-def archive_speed(args, checkpoint: Path, cache: Path, work: Path) -> None:
-    env = {**os.environ, "PETCTIQA_ONNX_CACHE": str(cache), "OMP_NUM_THREADS": str(args.threads)}
-    phantom = work / "phantom"
-    subprocess.run(
-        [str(BIN / "petctiqa"), "phantom", "--out", str(phantom), "--patients",
-         str(args.patients)], check=True, capture_output=True,
-    )  # fmt: skip
-    archives = [("phantom", phantom)] + ([("dicom", Path(args.dicom))] if args.dicom else [])
-    for name, archive in archives:
-        out = work / f"{name}.csv"
-        seconds = timed_score(score_command(archive, checkpoint, out, args.slice_stride, 1), env)
-        count = studies(out)
-        slices = sum(1 for line in out.read_text().splitlines() if line.startswith("slice,"))
-        print(
-            f"archive {name}: {count} studies, {slices} slices in {seconds:.1f} s = "
-            f"{60 * count / seconds:.2f} studies/min (stride {args.slice_stride}, 1 process, "
-            f"{args.threads} threads, model load and walk included)"
-        )
-    two = work / "phantom-2.csv"
-    env1 = {**env, "OMP_NUM_THREADS": "1"}
-    seconds2 = timed_score(score_command(phantom, checkpoint, two, args.slice_stride, 2), env1)
-    again = work / "phantom-again.csv"
-    seconds1 = timed_score(score_command(phantom, checkpoint, again, args.slice_stride, 1), env)
-    same = two.read_text() == again.read_text()
+def processes(checkpoint: Path, phantom: Path, work: Path, args) -> None:
+    env = {**os.environ, "PETCTIQA_ONNX_CACHE": str(work / "onnx")}
+    env.pop("OMP_NUM_THREADS", None)
+    one, two = work / "procs-1.csv", work / "procs-2.csv"
+    seconds1 = timed_command(score_command(phantom, checkpoint, one, args, 1), env)
+    seconds2 = timed_command(score_command(phantom, checkpoint, two, args, 2), env)
+    same = one.read_text() == two.read_text()
+    slices = sum(1 for line in one.read_text().splitlines() if line.startswith("slice,"))
     print(
-        f"phantom, torchrun 2 processes x 1 thread: {seconds2:.1f} s; 1 process x "
-        f"{args.threads} threads right after: {seconds1:.1f} s; speed-up "
-        f"{seconds1 / seconds2:.2f}x; same output: {same}"
+        f"{checkpoint.stem}, {slices} slices, whole command: 1 process {seconds1:.1f} s, torchrun "
+        f"2 processes {seconds2:.1f} s right after: speed-up {seconds1 / seconds2:.2f}x; "
+        f"same output: {same}"
     )
+
+
+def phantom_archive(args, work: Path) -> Path:
+    if args.phantom:
+        return Path(args.phantom)
+    folder = work / "phantom"
+    if not folder.is_dir():
+        command = [str(BIN / "petctiqa"), "phantom", "--out", str(folder), "--patients",
+                   str(args.patients)]  # fmt: skip
+        subprocess.run(command, check=True, capture_output=True)
+    return folder
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models", default="msiqa,petct-cnn")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--patients", type=int, default=2)
-    parser.add_argument("--slice-stride", type=int, default=20)
+    parser.add_argument("--patients", type=int, default=20)
+    parser.add_argument("--phantom", default="", help="an existing phantom archive to score")
+    parser.add_argument("--work", default="", help="keep checkpoints and ONNX exports here")
+    parser.add_argument("--slice-stride", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--dicom", default="")
-    parser.add_argument("--network-only", action="store_true", help="skip the archive runs")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--skip", default="", help="comma list of network, archive, procs")
     args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
     import torch
 
     torch.set_num_threads(args.threads)
-    print(f"threads={args.threads} batch={args.batch} cores={os.cpu_count()}")
+    print(
+        f"threads={args.threads} batch={args.batch} jobs={args.jobs} cores={os.cpu_count()} "
+        f"stride={args.slice_stride} load={os.getloadavg()[0]:.2f}"
+    )
     with tempfile.TemporaryDirectory() as folder:
-        work = Path(folder)
-        checkpoint = make_checkpoint(work / "msiqa.pt")
-        cache = work / "onnx"
-        network_speed(checkpoint, cache, args.steps, args.batch)
-        if not args.network_only:
-            archive_speed(args, checkpoint, cache, work)
+        work = Path(args.work or folder)
+        work.mkdir(parents=True, exist_ok=True)
+        names = args.models.split(",")
+        checkpoints = {n: make_checkpoint(n, work / f"{n}.pt") for n in names}
+        if "network" not in skip and "msiqa" in checkpoints:
+            network_speed(checkpoints["msiqa"], work / "onnx", args.steps, args.batch)
+        phantom = phantom_archive(args, work)
+        if "archive" not in skip:
+            for name in names:
+                archive_vs_model(name, checkpoints[name], phantom, work, args)
+        if "procs" not in skip:
+            processes(checkpoints[names[0]], phantom, work, args)
+    print(f"load={os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

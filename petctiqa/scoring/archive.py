@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -67,30 +68,61 @@ def journal_settings(scorer, options: ArchiveOptions) -> dict[str, Any]:
     }
 
 
-def _decoded(units: Sequence[Unit], options: ArchiveOptions, scorer) -> Iterator[Decoded]:
-    """Decoded units in order; workers run ahead by a bounded number of units."""
-    args = (options.slice_stride, scorer.render_settings, scorer.preprocessing)
-    pool = process_pool(options.jobs, ["petctiqa.scoring.work"])
-    ahead = 2 * options.jobs
-    queue: deque = deque()
-    with pool:
-        todo = iter(units)
-        for unit in todo:
-            queue.append(pool.submit(decode_unit, unit, *args))
-            if len(queue) >= ahead:
-                yield queue.popleft().result()
-        while queue:
-            yield queue.popleft().result()
+class _Decoder:
+    """Decoded units in order from worker processes that run ahead by ``2 x jobs`` units.
+
+    The workers start (fork server, imports) and take their first units in a thread as soon
+    as this is made, so the caller can prepare the model (ONNX Runtime session) meanwhile
+    instead of before or after: at the start of a run both would otherwise wait on each other.
+    """
+
+    def __init__(self, units: Sequence[Unit], options: ArchiveOptions, scorer) -> None:
+        self.args = (options.slice_stride, scorer.render_settings, scorer.preprocessing)
+        self.pool = process_pool(options.jobs, ["petctiqa.scoring.work"])
+        self.ahead = 2 * options.jobs
+        self.todo = iter(units)
+        self.queue: deque = deque()
+        self.failure: BaseException | None = None
+        self.starter = threading.Thread(target=self._start, name="petctiqa-decode", daemon=True)
+        self.starter.start()
+
+    def _start(self) -> None:
+        try:
+            self._fill()
+        except BaseException as exc:  # re-raised in the consuming thread
+            self.failure = exc
+
+    def _fill(self) -> None:
+        while len(self.queue) < self.ahead:
+            unit = next(self.todo, None)
+            if unit is None:
+                return
+            self.queue.append(self.pool.submit(decode_unit, unit, *self.args))
+
+    def __iter__(self) -> Iterator[Decoded]:
+        with self.pool:
+            self.starter.join()
+            if self.failure is not None:
+                raise self.failure
+            while self.queue:
+                future = self.queue.popleft()
+                self._fill()
+                yield future.result()
+
+    def close(self) -> None:
+        """End the workers when the units were not (all) consumed."""
+        self.starter.join()
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _score_units(units: Sequence[Unit], scorer, model, options, state, journal) -> int:
     """Score ``units`` (this rank's, not finished before), journaling each row; returns the
     number of rows written."""
     owners: list[tuple[str, str, int, str, bool]] = []
-    written = 0
+    decoder = _Decoder(units, options, scorer)
 
     def stacks() -> Iterator[Any]:
-        for decoded in _decoded(units, options, scorer):
+        for decoded in decoder:
             unit = decoded.unit
             if decoded.error:
                 journal.append(_error_row(unit, decoded.error))
@@ -104,9 +136,22 @@ def _score_units(units: Sequence[Unit], scorer, model, options, state, journal) 
                 owners.append((unit.key, key, pos, label, i == len(todo) - 1))
                 yield stack
 
-    outputs = predict_stacks(
-        model, stacks(), scorer.device, options.batch_size, scorer.amp_dtype, scorer.channels_last
-    )
+    try:
+        if hasattr(model, "warm"):
+            model.warm(scorer.input_shapes())
+        outputs = predict_stacks(
+            model, stacks(), scorer.device, options.batch_size, scorer.amp_dtype,
+            scorer.channels_last,
+        )  # fmt: skip
+        written = _journal_outputs(outputs, owners, scorer, journal)
+    finally:
+        decoder.close()
+    return written
+
+
+def _journal_outputs(outputs, owners, scorer, journal) -> int:
+    """Journal each model output as the row of its owner; a unit's end after its last row."""
+    written = 0
     for index, out in enumerate(outputs):
         unit_key, key, pos, label, last = owners[index]
         score = float(scorer.label_scale.denormalise(out["score"]))
@@ -127,19 +172,27 @@ def _error_row(unit: Unit, error: str) -> dict[str, Any]:
 
 
 def score_archive(
-    scorer, inputs: Sequence[Path], out: Path, model, options: ArchiveOptions, barrier=None
+    scorer,
+    inputs: Sequence[Path],
+    out: Path,
+    model,
+    options: ArchiveOptions,
+    barrier=None,
+    units: Sequence[Unit] | None = None,
 ) -> ArchiveResult | None:
     """Score ``inputs`` into ``out`` (.csv) with ``model`` (the object ``predict_stacks``
     drives: the torch model or :class:`petctiqa.scoring.runtime.OrtModel`).
 
-    ``barrier`` (a callable) separates scoring from rank 0's merge under torchrun. Returns the
-    counts on rank 0, None on the other ranks."""
+    ``barrier`` (a callable) separates scoring from rank 0's merge under torchrun. ``units``:
+    ``walk_inputs(inputs, options.slice_stride)`` when the caller has it already (indexing a
+    DICOM archive takes seconds). Returns the counts on rank 0, None on the other ranks."""
     out = Path(out)
     if out.suffix.lower() != ".csv":
         raise DatasetError(f"{out}: archive scoring writes .csv")
     if out.is_dir():
         raise DatasetError(f"{out}: is a folder; --out must be a .csv file")
-    units = walk_inputs(inputs, options.slice_stride)
+    if units is None:
+        units = walk_inputs(inputs, options.slice_stride)
     folder = journal_dir(out)
     if options.rank == 0:
         check_settings(folder, journal_settings(scorer, options))

@@ -185,6 +185,12 @@ class OrtModel:
             )
         return self.sessions[item_shape]
 
+    def warm(self, item_shapes: list[tuple[int, ...]]) -> None:
+        """Open the sessions for ``item_shapes`` now (exporting what is not cached), rather than
+        at the first batch; loading MS-IQA's session takes seconds (docs/scoring.md)."""
+        for shape in item_shapes:
+            self.session(tuple(shape))
+
     def forward_parts(self, x) -> dict[str, Any]:
         batch = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
         count = len(batch)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from petctiqa.pool import available_cores
+
 
 @dataclass(frozen=True)
 class Shard:
@@ -35,6 +37,15 @@ def torchrun_shard() -> Shard:
     return Shard(
         dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), dist.barrier
     )
+
+
+def threads_per_process(cores: int | None = None) -> int:
+    """Model threads for one of this node's ``LOCAL_WORLD_SIZE`` processes: the node's cores
+    shared out among them. torchrun sets ``OMP_NUM_THREADS=1`` for every process it starts,
+    which leaves cores idle when a node has more cores than processes, and a thread count
+    set by hand for a single process oversubscribes the cores once several run."""
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, (cores or available_cores()) // local)
 
 
 def broadcast_flag(shard: Shard, value: int) -> int:

@@ -160,3 +160,34 @@ def test_merge_gives_error_rows_for_unfinished_and_empty_units(tmp_path):
     assert [r["kind"] for r in rows] == ["error", "error"]
     assert "no slice inside the PET/CT overlap" in rows[0]["error"]
     assert "not scored (a process failed)" in rows[1]["error"]
+
+
+def test_workers_and_a_given_walk_write_the_same_file(archive, checkpoint, tmp_path):
+    """Worker processes (jobs 2, rendering ahead while the model runs) and in-process
+    decoding (jobs 1), with the walk done inside or handed in, write byte-identical files."""
+    from petctiqa.iqa.score import Scorer
+    from petctiqa.scoring.archive import ArchiveOptions, score_archive
+    from petctiqa.scoring.walk import walk_inputs
+
+    scorer = Scorer(checkpoint, "cpu")
+    units = walk_inputs([archive], 8)
+    texts = []
+    for jobs, given in ((1, None), (2, units), (2, None)):
+        out = tmp_path / f"jobs{jobs}-{given is None}.csv"
+        options = ArchiveOptions(batch_size=2, slice_stride=8, jobs=jobs)
+        result = score_archive(scorer, [archive], out, scorer.model, options, units=given)
+        assert result is not None and (result.units, result.errors) == (4, 0)
+        texts.append(out.read_text())
+    assert texts[0] == texts[1] == texts[2]
+    assert texts[0].count("\nslice,") >= 2 and texts[0].count("\nimage,") == 3
+
+
+def test_threads_per_process_shares_the_node_cores(monkeypatch):
+    from petctiqa.scoring.shard import threads_per_process
+
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert threads_per_process(8) == 8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert threads_per_process(8) == 4 and threads_per_process(2) == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
+    assert threads_per_process(2) == 1 and threads_per_process(16) == 5

@@ -25,6 +25,8 @@ def test_ort_scores_equal_eager_within_1e_3(checkpoint, archive, tmp_path):
     eager = scorer.score(images, batch_size=2)
     model, name, why = scorer.runtime_model("ort", len(images), 2, cache_dir=tmp_path / "onnx")
     assert (name, why) == ("ort", "requested")
+    model.warm(scorer.input_shapes())  # the session opens before the first batch
+    assert list(model.sessions) == [(3, 64, 64)]
     fast = scorer.score(images, batch_size=2, model=model)  # 3 images: a padded last batch
     assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 1
     for a, b in zip(eager, fast, strict=True):
