@@ -156,24 +156,26 @@ def _score_archive(
 
     from petctiqa.iqa.score import Scorer
     from petctiqa.scoring.archive import ArchiveOptions, score_archive
-    from petctiqa.scoring.shard import broadcast_flag, close, torchrun_shard
+    from petctiqa.scoring.shard import broadcast_flag, close, threads_per_process, torchrun_shard
     from petctiqa.scoring.walk import walk_inputs
 
     shard = torchrun_shard()
+    if shard.world > 1:
+        torch.set_num_threads(threads_per_process())
     if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
         device = f"cuda:{shard.local_rank}" if torch.cuda.is_available() else device
     scorer = Scorer(checkpoint, device, protocol=protocol)
     _say_scale(scorer)
     # The runtime's choice needs a count of inputs: units are a fair stand-in (a study holds
     # many slices, so this errs towards eager only for archives that are small anyway).
-    units = len(walk_inputs(images, slice_stride))
-    count = units * scorer.preprocessing.crops_per_image // shard.world
+    units = walk_inputs(images, slice_stride)
+    count = len(units) * scorer.preprocessing.crops_per_image // shard.world
     model, name, why = scorer.runtime_model(runtime, count, batch_size)
     if shard.rank == 0:
         click.echo(f"runtime: {name} ({why})", err=True)
     options = ArchiveOptions(batch_size, slice_stride, threshold, jobs, shard.rank, shard.world)
     try:
-        result = score_archive(scorer, images, out_path, model, options, shard.barrier)
+        result = score_archive(scorer, images, out_path, model, options, shard.barrier, units)
         code = 0
         if result is not None:
             sim = " (SIMULATED ratings)" if scorer.simulated else ""
