@@ -49,7 +49,11 @@ class StudyImage:
     @property
     def levels(self) -> tuple[tuple[str, int], ...]:
         """(level column, level) of every grid axis, in protocol order."""
-        return tuple((a.level_column, a.level) for a in self.axes if a.level_column is not None)  # type: ignore[misc]
+        return tuple(
+            (a.level_column, a.level)
+            for a in self.axes
+            if a.level_column is not None and a.level is not None
+        )
 
     @property
     def parameters(self) -> dict[str, float]:
