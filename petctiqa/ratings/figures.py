@@ -24,6 +24,7 @@ def write_agreement_figure(result: Aggregation, path: Path, simulated: bool = Fa
     import matplotlib
 
     matplotlib.use("Agg")
+    # lazy: as above, and pyplot only after the Agg backend is chosen (no display needed)
     import matplotlib.pyplot as plt
 
     m = result.matrix
