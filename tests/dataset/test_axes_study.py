@@ -18,7 +18,7 @@ from petctiqa.dataset.folder import SIMULATED_BANNER
 from petctiqa.dataset.manifest import read_manifest
 from petctiqa.iqa.data import load_iqa_dataset
 from petctiqa.ratings.study import open_study
-from petctiqa.ratings.web import training_anchors
+from petctiqa.ratings.web import create_app, training_anchors
 from petctiqa_cli.main import cli
 
 LOWDOSE_LEVELS = [
@@ -121,6 +121,23 @@ def test_study_images_carry_the_protocols_axes(rated):
         else:
             assert first.levels == () and first.cell == ()
             assert list(first.parameters) == CONTINUOUS_VALUES
+    finally:
+        study.store.close()
+
+
+def test_web_app_serves_the_study_and_takes_a_rating(rated, tmp_path):
+    _, dataset = rated
+    study = open_study(dataset, db=tmp_path / "web.sqlite", seed=1)
+    try:
+        (alice,) = study.store.add_raters(["alice"])
+        client = create_app(dataset, study.store, study.scale, study.images).test_client()
+        state = client.get(f"/api/r/{alice.token}/state").get_json()
+        assert state["total"] == 54 and len(state["training"]) == 4  # 2 slices x 2 anchors
+        cur = state["current"]
+        assert client.get(cur["url"]).data == (dataset / cur["image"]).read_bytes()
+        rating = {"image": cur["image"], "position": cur["position"], "score": 3}
+        assert client.post(f"/api/r/{alice.token}/rating", json=rating).status_code == 201
+        assert [r.score for r in study.store.ratings() if r.rater == "alice"] == [3]
     finally:
         study.store.close()
 
