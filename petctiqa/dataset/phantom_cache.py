@@ -23,10 +23,9 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from petctiqa import __version__
+from petctiqa import __version__, phantom
 from petctiqa.atomic import atomic_write_text
 from petctiqa.errors import DatasetError
-from petctiqa.phantom import write_phantom_tree
 
 CACHE_ENV = "PETCTIQA_PHANTOM_CACHE"
 LEGACY_DIR = "phantom-dicom"
@@ -82,7 +81,7 @@ def ensure_phantom(cache: Path | None, patients: int, seed: int, progress: bool,
             log(f"no DICOM source given: generating {what} in {root} (a cache outside the dataset)")
             tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=cache))
             try:
-                write_phantom_tree(tmp, patients=patients, seed=seed, progress=progress)
+                phantom.write_phantom_tree(tmp, patients=patients, seed=seed, progress=progress)
                 marker.unlink(missing_ok=True)
                 if root.exists():
                     shutil.rmtree(root)
