@@ -20,9 +20,9 @@ CPU-class model. All ONNX Runtime runs use ``--threads`` intra-op threads. Print
    (before the first batch, model busy, the model's rate inside the run), and the CPU time
    rendering costs per slice (one process, measured apart), with the ratio two cores allow if
    model and rendering shared them perfectly;
-3. ``procs``: ``petctiqa score PHANTOM --out x.csv`` (first model) as one process against
-   ``torchrun --nproc_per_node 2``, wall time of each whole command, and whether both wrote
-   the same file.
+3. ``procs``: ``petctiqa score PHANTOM --out x.csv`` (first model) as one process, then
+   ``torchrun --nproc_per_node 2``, then one process again: wall time of each whole command
+   (start, model load, walk, scoring, output), and whether all wrote the same file.
 """
 
 from __future__ import annotations
@@ -98,11 +98,12 @@ def network_speed(checkpoint: Path, cache: Path, steps: int, batch: int) -> None
     scorer = Scorer(checkpoint, "cpu")
     start = time.perf_counter()
     ort, _, _ = scorer.runtime_model("ort", 1, batch, cache_dir=cache)
+    ort.warm(scorer.input_shapes())
+    print(f"ONNX export (unless cached) + session: {time.perf_counter() - start:.1f} s")
     x = torch.randn(batch, 3, 224, 224)
     with torch.inference_mode():
         reference = scorer.model.forward_parts(x)["score"]
         fast = ort.forward_parts(x)["score"]
-    print(f"ONNX export (unless cached) + session: {time.perf_counter() - start:.1f} s")
     print(f"max |ort - eager| on the 0..4 scale: {4 * (fast - reference).abs().max():.2e}")
     rates: dict[str, list[float]] = {"eager": [], "ort": []}
     for _ in range(steps):
@@ -151,7 +152,7 @@ def render_cost(units, scorer, stride: int) -> tuple[float, tuple[int, ...]]:
 
 def archive_vs_model(name: str, checkpoint: Path, phantom: Path, work: Path, args) -> None:
     from petctiqa.iqa.score import Scorer
-    from petctiqa.scoring.archive import ArchiveOptions, score_archive
+    from petctiqa.scoring.archive import ArchiveOptions, score_archive, start_worker_imports
     from petctiqa.scoring.walk import walk_inputs
 
     scorer = Scorer(checkpoint, "cpu")
@@ -166,6 +167,7 @@ def archive_vs_model(name: str, checkpoint: Path, phantom: Path, work: Path, arg
     options = ArchiveOptions(args.batch, args.slice_stride, 2.0, args.jobs)
     out = work / f"archive-{name}.csv"
     start = time.perf_counter()
+    start_worker_imports(args.jobs)  # as the CLI does
     score_archive(scorer, [phantom], out, timed, options)
     wall = time.perf_counter() - start
     after = pure_rate(ready, shape, args.batch, args.steps)
@@ -179,10 +181,11 @@ def archive_vs_model(name: str, checkpoint: Path, phantom: Path, work: Path, arg
         f"(before / after); archive {images} slices of {len(units)} studies in {wall:.1f} s = "
         f"{archive:.2f} images/s; archive / pure = {archive / pure:.2f}"
     )
+    first = timed.calls[0][1] - start
     print(
-        f"  archive run: {timed.calls[0][1] - start:.1f} s before the first batch (the walk "
-        f"alone: {walk:.1f} s), model busy "
-        f"{busy / wall:.0%} of the run at {images / busy:.2f} images/s, "
+        f"  archive run: {first:.1f} s before the first batch (the walk alone: {walk:.1f} s), "
+        f"then {images / (wall - first):.2f} images/s = {images / (wall - first) / pure:.2f} of "
+        f"pure; model busy {busy / wall:.0%} of the run at {images / busy:.2f} images/s; "
         f"{sum(1 for n, _, _ in timed.calls if n < args.batch)} of {len(timed.calls)} batches short"
     )
     print(
@@ -215,15 +218,18 @@ def timed_command(command: list[str], env: dict[str, str]) -> float:
 def processes(checkpoint: Path, phantom: Path, work: Path, args) -> None:
     env = {**os.environ, "PETCTIQA_ONNX_CACHE": str(work / "onnx")}
     env.pop("OMP_NUM_THREADS", None)
-    one, two = work / "procs-1.csv", work / "procs-2.csv"
-    seconds1 = timed_command(score_command(phantom, checkpoint, one, args, 1), env)
-    seconds2 = timed_command(score_command(phantom, checkpoint, two, args, 2), env)
-    same = one.read_text() == two.read_text()
-    slices = sum(1 for line in one.read_text().splitlines() if line.startswith("slice,"))
+    # 1, 2, then 1 process again: load that changes during the runs shows as a spread
+    outs = [work / "procs-1.csv", work / "procs-2.csv", work / "procs-1b.csv"]
+    seconds = [
+        timed_command(score_command(phantom, checkpoint, out, args, procs), env)
+        for out, procs in zip(outs, (1, 2, 1), strict=True)
+    ]
+    same = outs[0].read_text() == outs[1].read_text() == outs[2].read_text()
+    slices = sum(1 for line in outs[0].read_text().splitlines() if line.startswith("slice,"))
     print(
-        f"{checkpoint.stem}, {slices} slices, whole command: 1 process {seconds1:.1f} s, torchrun "
-        f"2 processes {seconds2:.1f} s right after: speed-up {seconds1 / seconds2:.2f}x; "
-        f"same output: {same}"
+        f"{checkpoint.stem}, {slices} slices, whole command: 1 process {seconds[0]:.1f} s, "
+        f"torchrun 2 processes {seconds[1]:.1f} s, 1 process again {seconds[2]:.1f} s: speed-up "
+        f"{seconds[0] / seconds[1]:.2f}x / {seconds[2] / seconds[1]:.2f}x; same output: {same}"
     )
 
 

@@ -155,10 +155,11 @@ def _score_archive(
     import torch
 
     from petctiqa.iqa.score import Scorer
-    from petctiqa.scoring.archive import ArchiveOptions, score_archive
+    from petctiqa.scoring.archive import ArchiveOptions, score_archive, start_worker_imports
     from petctiqa.scoring.shard import broadcast_flag, close, threads_per_process, torchrun_shard
     from petctiqa.scoring.walk import walk_inputs
 
+    start_worker_imports(jobs)  # while the model loads and the archive is walked
     shard = torchrun_shard()
     if shard.world > 1:
         torch.set_num_threads(threads_per_process())

@@ -30,6 +30,7 @@ from petctiqa.scoring.walk import Unit, file_sha256, walk_inputs
 from petctiqa.scoring.work import Decoded, decode_unit
 
 SCALE = "0..4 MOS"
+WORKER_IMPORTS = ["petctiqa.scoring.work"]
 COLUMNS = (
     "kind", "source", "key", "score", "s", "w", "worst_score", "worst_source",
     "fraction_below", "scale", "model", "simulated", "error",
@@ -68,6 +69,14 @@ def journal_settings(scorer, options: ArchiveOptions) -> dict[str, Any]:
     }
 
 
+def start_worker_imports(jobs: int) -> None:
+    """Start the fork server that decoding workers come from, so that its imports (seconds)
+    run while the caller loads the model and walks the archive; the pool made later reuses it
+    (:func:`petctiqa.pool.process_pool`). Nothing to do for ``jobs`` 1 (decoding in-process)."""
+    if jobs > 1:
+        process_pool(jobs, WORKER_IMPORTS).shutdown(wait=False)
+
+
 class _Decoder:
     """Decoded units in order from worker processes that run ahead by ``2 x jobs`` units.
 
@@ -78,7 +87,7 @@ class _Decoder:
 
     def __init__(self, units: Sequence[Unit], options: ArchiveOptions, scorer) -> None:
         self.args = (options.slice_stride, scorer.render_settings, scorer.preprocessing)
-        self.pool = process_pool(options.jobs, ["petctiqa.scoring.work"])
+        self.pool = process_pool(options.jobs, WORKER_IMPORTS)
         self.ahead = 2 * options.jobs
         self.todo = iter(units)
         self.queue: deque = deque()

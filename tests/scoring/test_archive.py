@@ -166,9 +166,10 @@ def test_workers_and_a_given_walk_write_the_same_file(archive, checkpoint, tmp_p
     """Worker processes (jobs 2, rendering ahead while the model runs) and in-process
     decoding (jobs 1), with the walk done inside or handed in, write byte-identical files."""
     from petctiqa.iqa.score import Scorer
-    from petctiqa.scoring.archive import ArchiveOptions, score_archive
+    from petctiqa.scoring.archive import ArchiveOptions, score_archive, start_worker_imports
     from petctiqa.scoring.walk import walk_inputs
 
+    start_worker_imports(2)  # the pool below reuses the fork server started here
     scorer = Scorer(checkpoint, "cpu")
     units = walk_inputs([archive], 8)
     texts = []
