@@ -19,21 +19,24 @@ CHECKED = (
     "petctiqa/dicom",
     "petctiqa/distortions",
     "petctiqa/fetch",
+    "petctiqa/iqa",
+    "petctiqa/models",
     "petctiqa/msiqa",
+    "petctiqa/ratings",
     "petctiqa/scoring",
     "petctiqa/distort.py",
     "petctiqa/noise_kernel.py",
     "petctiqa/png.py",
     "petctiqa/pool.py",
+    "petctiqa/protocol*.py",
     "petctiqa/render.py",
     "petctiqa/tcia_client.py",
     "petctiqa/terminal.py",
     "petctiqa/phantom*.py",
 )
-NOT_CHECKED = {  # kept by other work in progress
-    "petctiqa/dataset/axes_records.py",
-    "petctiqa/dataset/folder.py",
-    "petctiqa/dataset/manifest.py",
+NOT_CHECKED = {  # being edited by other work in progress; their imports get reasons there
+    "petctiqa/iqa/presets.py",
+    "petctiqa/iqa/score.py",
 }
 MARK = "# lazy:"
 

@@ -167,6 +167,8 @@ def parameter_regression_predict(
     """MOS from the recorded distortion parameters, for designs without levels (continuous):
     a quadratic ridge regression (parameters standardised, squares and products) fitted on the
     training images."""
+    # lazy: scikit-learn is slow to import (docs/architecture.md); training imports this
+    # module for the level table only
     from sklearn.linear_model import Ridge
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import PolynomialFeatures, StandardScaler
@@ -197,6 +199,7 @@ class BrisqueModel:
 
 def fit_brisque(train: Sequence[IqaSample], c: float = 10.0, epsilon: float = 0.1) -> BrisqueModel:
     """Standardised BRISQUE features -> RBF SVR on MOS (scikit-learn)."""
+    # lazy: as in parameter_regression_predict
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVR
 
@@ -241,6 +244,7 @@ def full_reference_scores(samples: Sequence[IqaSample]) -> tuple[np.ndarray, np.
     """(PSNR in dB on RGB, SSIM on luminance) of each image against its reference.
 
     An image identical to its reference gets PSNR = 100 dB (instead of infinity)."""
+    # lazy: skimage.metrics is slow to import (docs/architecture.md); only these scores use it
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     psnr, ssim = [], []

@@ -18,13 +18,18 @@ mean = std = 0.5; no render protocol). Files are written atomically and read wit
 from __future__ import annotations
 
 import io
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from petctiqa import __version__
 from petctiqa.atomic import atomic_write_bytes
-from petctiqa.errors import ModelError
+from petctiqa.errors import DatasetError, ModelError
+from petctiqa.iqa.preprocess import Preprocessing
+from petctiqa.models import get_model_entry
 
 CHECKPOINT_FORMAT = "petctiqa-msiqa"
 CHECKPOINT_VERSION = 2
@@ -51,16 +56,13 @@ class LabelScale:
 
 
 def versions() -> dict[str, str]:
-    import timm
-    import torch
+    import timm  # lazy: slow to import (docs/architecture.md); only saving records its version
 
     return {"petctiqa": __version__, "torch": str(torch.__version__), "timm": str(timm.__version__)}
 
 
 def save_torch_file(path: Path, payload: dict[str, Any]) -> None:
     """``torch.save`` ``payload`` to ``path`` atomically (a killed run leaves the old file)."""
-    import torch
-
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     atomic_write_bytes(path, buffer.getvalue())
@@ -68,9 +70,6 @@ def save_torch_file(path: Path, payload: dict[str, Any]) -> None:
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` (with format keys added) atomically to ``path``."""
-
-    from petctiqa.models import get_model_entry
-
     entry = get_model_entry(payload.get("model_name", LEGACY_MODEL_NAME))
     full = {
         "format": CHECKPOINT_FORMAT,
@@ -86,10 +85,6 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
 def read_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
     """Load and validate a checkpoint dict; ModelError for anything that is not ours."""
-    import pickle
-
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: checkpoint not found")
@@ -126,8 +121,6 @@ def read_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
 
 def checkpoint_entry(data: dict[str, Any], path: Path | str = ""):
     """The registry entry of a checkpoint dict (version 1: MS-IQA)."""
-    from petctiqa.models import get_model_entry
-
     name = data.get("model_name", LEGACY_MODEL_NAME)
     try:
         return get_model_entry(str(name))
@@ -137,9 +130,6 @@ def checkpoint_entry(data: dict[str, Any], path: Path | str = ""):
 
 def checkpoint_preprocessing(data: dict[str, Any], image_size: int, path: Path | str = ""):
     """The checkpoint's :class:`Preprocessing`; older checkpoints get the defaults."""
-    from petctiqa.errors import DatasetError
-    from petctiqa.iqa.preprocess import Preprocessing
-
     stored = data.get("preprocessing")
     if stored is None:
         return Preprocessing(size=image_size)

@@ -7,12 +7,13 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+import torch.distributed as dist
+
 from petctiqa.errors import ModelError
 
 
 def resolve_device(name: str):
-    import torch
-
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -24,8 +25,6 @@ def resolve_device(name: str):
 
 def autocast_dtype(device, amp: str):
     """The autocast dtype for ``amp`` on ``device``, or None for full precision."""
-    import torch
-
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return None
     if amp == "auto":
@@ -48,8 +47,6 @@ class Dist:
 
 def is_main_process() -> bool:
     """True on rank 0 of a torchrun job (or when not distributed)."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank() == 0
     return int(os.environ.get("RANK", "0")) == 0
@@ -57,8 +54,6 @@ def is_main_process() -> bool:
 
 def rng_state() -> dict[str, Any]:
     """This process's torch RNG state: CPU, plus every CUDA device's when CUDA is in use."""
-    import torch
-
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -67,8 +62,6 @@ def rng_state() -> dict[str, Any]:
 
 def restore_rng_state(state: dict[str, Any]) -> None:
     """Undo :func:`rng_state` (CUDA states only where CUDA is available here)."""
-    import torch
-
     torch.set_rng_state(state["torch"])
     cuda = state.get("cuda")
     if cuda and torch.cuda.is_available():
@@ -78,9 +71,6 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 def init_distributed(device_name: str) -> Dist:
     """Join the torchrun process group when WORLD_SIZE > 1 (nccl on CUDA, gloo on CPU)."""
-    import torch
-    import torch.distributed as dist
-
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()

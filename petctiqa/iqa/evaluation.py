@@ -9,15 +9,21 @@ training patients present in the data, else the data's training split.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
+from petctiqa.atomic import atomic_write_text
 from petctiqa.errors import DatasetError
-from petctiqa.iqa.data import IqaDataset, IqaSample
-from petctiqa.iqa.metrics import MetricReport, evaluate_predictions
+from petctiqa.iqa import baselines as bl
+from petctiqa.iqa.data import IqaDataset, IqaSample, load_iqa_dataset
+from petctiqa.iqa.handcrafted import fit_handcrafted
+from petctiqa.iqa.metrics import MetricReport, evaluate_predictions, plcc, srocc
+from petctiqa.iqa.score import Scorer
 
 
 @dataclass(frozen=True)
@@ -52,9 +58,6 @@ def choose_split(
 
 def level_table_lopo(dataset: IqaDataset, n_boot: int = 0) -> list[tuple[str, float, float]]:
     """Leave-one-patient-out level-table baseline: [(held-out patient, SROCC, PLCC)]."""
-    from petctiqa.iqa.baselines import level_table_predict
-    from petctiqa.iqa.metrics import plcc, srocc
-
     if any(s.levels is None for s in dataset.samples):
         raise DatasetError(
             f"{dataset.root}: the images have no distortion levels (a design that draws its "
@@ -64,7 +67,7 @@ def level_table_lopo(dataset: IqaDataset, n_boot: int = 0) -> list[tuple[str, fl
     for patient in dataset.groups:
         test = dataset.subset([patient])
         train = [s for s in dataset.samples if s.group != patient]
-        pred = level_table_predict(train, test)
+        pred = bl.level_table_predict(train, test)
         mos = np.array([s.mos for s in test])
         out.append((patient, srocc(pred, mos), plcc(pred, mos)))
     return out
@@ -73,8 +76,6 @@ def level_table_lopo(dataset: IqaDataset, n_boot: int = 0) -> list[tuple[str, fl
 def checkpoint_training_samples(payload: dict) -> list[IqaSample]:
     """The training images a checkpoint records (its dataset path and training groups), or
     [] when that dataset is no longer where it was."""
-    from petctiqa.iqa.data import load_iqa_dataset
-
     root = payload.get("train_options", {}).get("dataset")
     if not root or not Path(root).exists():
         return []
@@ -104,8 +105,6 @@ def evaluate(
     test_groups: list[str] = []
     scorer = None
     if checkpoint is not None:
-        from petctiqa.iqa.score import Scorer
-
         scorer = Scorer(Path(checkpoint), device)
         payload = scorer.payload
         train_groups = list(payload.get("train_groups", []))
@@ -140,8 +139,6 @@ def evaluate(
             raise DatasetError(f"{failed[0].source}: {failed[0].error}")
         add(str(scorer.payload.get("architecture", "model")), np.array([r.score for r in records]))
     if baselines:
-        from petctiqa.iqa import baselines as bl
-
         if train and all(s.levels is not None for s in (*train, *test)):
             add("level table", bl.level_table_predict(train, test))
         elif train and all(s.parameters for s in (*train, *test)):  # e.g. a continuous design
@@ -149,8 +146,6 @@ def evaluate(
         else:
             skip("level table", "distortion levels or training images unknown")
         if len(train) >= 3:
-            from petctiqa.iqa.handcrafted import fit_handcrafted
-
             add("BRISQUE (SVR fit on train)", bl.fit_brisque(train).predict(test))
             add("hand-made features (GBR fit on train)", fit_handcrafted(train).predict(test))
         else:
@@ -192,12 +187,6 @@ def format_table(evaluation: Evaluation) -> str:
 
 def write_table_csv(path: Path, evaluation: Evaluation) -> None:
     """One row per method: n and each metric with its CI bounds (atomic)."""
-    import io
-
-    import pandas as pd
-
-    from petctiqa.atomic import atomic_write_text
-
     rows = [
         {"method": m.method, **(m.report.as_row() if m.report else {}), "note": m.note}
         for m in evaluation.methods

@@ -13,6 +13,7 @@ import numpy as np
 from petctiqa.atomic import atomic_write_text
 from petctiqa.iqa.data import IqaDataset, patient_folds
 from petctiqa.iqa.device import is_main_process
+from petctiqa.iqa.presets import train_with_recipe
 from petctiqa.iqa.train import TrainResult, train
 from petctiqa.iqa.train_setup import TrainOptions
 
@@ -59,8 +60,6 @@ def train_folds(
             fold_options = replace(options, resume=False)
         if pretrain_options is not None:
             # Each fold pretrains on its own training patients' references only.
-            from petctiqa.iqa.presets import train_with_recipe
-
             result = train_with_recipe(
                 dataset,
                 fold_dir,

@@ -100,6 +100,7 @@ class HandcraftedModel:
 
 def fit_handcrafted(train: Sequence[IqaSample], seed: int = 0) -> HandcraftedModel:
     """Gradient boosting (scikit-learn defaults, 300 trees of depth 3) on the nine features."""
+    # lazy: scikit-learn is slow to import (docs/architecture.md); only fitting needs it
     from sklearn.ensemble import GradientBoostingRegressor
 
     feats = np.stack([_cached_features(s.image) for s in train])

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from petctiqa.iqa.preprocess import Preprocessing, grid_crops, load_input
 
@@ -19,6 +20,7 @@ PARTS = ("score", "s", "w")
 
 def forward_batch(model, batch: np.ndarray, device, amp_dtype=None, channels_last=False):
     """``model.forward_parts`` on a (B, 3, S, S) float32 array: {part: float64 (B,)}."""
+    # lazy: the ONNX Runtime scorer (scoring/archive.py) imports this module, not torch
     import torch
 
     x = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
@@ -98,8 +100,6 @@ def predict_files(
     progress: bool = False,
 ) -> np.ndarray:
     """Model outputs (normalised scale, float64) for image files."""
-    from tqdm import tqdm
-
     stacks = (grid_crops(load_input(p, preprocessing=prep), prep) for p in images)
     results = predict_stacks(model, stacks, device, batch_size, amp_dtype, channels_last)
     bar = tqdm(results, total=len(images), desc="predict", unit="image", disable=not progress)

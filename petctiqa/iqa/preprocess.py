@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tifffile
 from PIL import Image, UnidentifiedImageError
 
 from petctiqa.errors import DatasetError
@@ -140,9 +141,7 @@ def read_image(path: Path) -> Image.Image:
 
 
 def _read_tiff_float(path: Path) -> Image.Image:
-    # tifffile only for float slices PIL cannot open; most callers never need it.
-    import tifffile
-
+    # tifffile reads the float slices PIL cannot open.
     try:
         array = np.asarray(tifffile.imread(path), dtype=np.float32)
     except Exception as exc:  # tifffile raises many types for broken files

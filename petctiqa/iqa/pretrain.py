@@ -15,12 +15,15 @@ from ``derive_seed(seed, "pretrain/torch")``; a state file written every ``save_
 from __future__ import annotations
 
 import math
+import pickle
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from tqdm import tqdm
 
 from petctiqa.errors import ModelError
 from petctiqa.iqa.checkpoint import save_torch_file
@@ -34,6 +37,7 @@ from petctiqa.iqa.generator import (
 )
 from petctiqa.iqa.preprocess import Preprocessing, rgb_to_array
 from petctiqa.iqa.references import Reference
+from petctiqa.models import build_model, get_model_entry
 from petctiqa.seeding import derive_seed
 
 PRETRAIN_FORMAT = "petctiqa-pretrain"
@@ -84,8 +88,6 @@ class PretrainResult:
 
 def _head(model, outputs: int):
     """The model's own distortion head, or a linear probe on its features."""
-    import torch
-
     if hasattr(model, "distortions"):
         return None
     return torch.nn.Linear(model.feature_dim, outputs)
@@ -130,8 +132,6 @@ def _batch(
 def pretrain_loss(pred, target, target_kind: str):
     """MSE on the strengths, plus (ranking target) a per-axis margin ranking loss between the
     two members of each pair, on axes where their true strengths differ."""
-    import torch
-
     loss = torch.nn.functional.mse_loss(pred, target)
     if target_kind == "parameters":
         return loss
@@ -171,11 +171,6 @@ def pretrain(
     log=None,
 ) -> PretrainResult:
     """Pretrain ``model_name`` on generator samples; writes ``out_dir/pretrained.pt``."""
-    import torch
-    from tqdm import tqdm
-
-    from petctiqa.models import build_model, get_model_entry
-
     if not references:
         raise ModelError("pretraining needs at least one clean reference image")
     entry = get_model_entry(model_name)
@@ -238,8 +233,6 @@ def _run_key(model_name: str, options: PretrainOptions) -> dict[str, Any]:
 
 
 def _save_state(out_dir, model, head, optimizer, schedule, model_name, options, step) -> None:
-    import torch
-
     save_torch_file(
         out_dir / STATE_NAME,
         {
@@ -255,8 +248,6 @@ def _save_state(out_dir, model, head, optimizer, schedule, model_name, options, 
 
 
 def _resume(out_dir, model, head, optimizer, schedule, model_name, options) -> tuple[int, float]:
-    import torch
-
     path = out_dir / STATE_NAME
     if not path.is_file():
         return 0, math.nan
@@ -277,10 +268,6 @@ def _resume(out_dir, model, head, optimizer, schedule, model_name, options) -> t
 
 def read_pretrained(path: Path) -> dict[str, Any]:
     """Load and check a ``pretrained.pt``; ModelError naming the file otherwise."""
-    import pickle
-
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: pretrained weights not found")

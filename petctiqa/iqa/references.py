@@ -13,15 +13,21 @@ which a file system lists folders.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from petctiqa import phantom
 from petctiqa.dataset.folder import DatasetFolder
 from petctiqa.errors import DatasetError
+from petctiqa.iqa.data import load_iqa_dataset
 from petctiqa.iqa.preprocess import read_image
+from petctiqa.iqa.score import render_dicom_study
+from petctiqa.protocol import load_dataset_protocol
 
 PHANTOM_SOURCE = "phantom"
 
@@ -53,9 +59,6 @@ def _build_folder_references(folder: Path) -> list[Reference]:
 
 
 def _dicom_references(folder: Path, stride: int, protocol: str | Path | None) -> list[Reference]:
-    from petctiqa.iqa.score import render_dicom_study
-    from petctiqa.protocol import load_dataset_protocol
-
     settings = load_dataset_protocol(protocol).render if protocol else None
     return [Reference(r.label, r.rgb) for r in render_dicom_study(folder, stride, settings)]
 
@@ -63,18 +66,13 @@ def _dicom_references(folder: Path, stride: int, protocol: str | Path | None) ->
 def _phantom_references(
     cache: Path, patients: int, stride: int, protocol: str | Path | None
 ) -> list[Reference]:
-    import shutil
-    import tempfile
-
-    from petctiqa.phantom import write_phantom_tree
-
     folder = cache / f"phantom-{patients}-seed0"
     if not folder.is_dir():
         cache.mkdir(parents=True, exist_ok=True)
         # Written beside its final name and renamed: a killed run leaves no half tree there.
         partial = Path(tempfile.mkdtemp(prefix=".phantom-", dir=cache))
         try:
-            write_phantom_tree(partial, patients=patients, seed=0, jobs=1)
+            phantom.write_phantom_tree(partial, patients=patients, seed=0, jobs=1)
             partial.rename(folder)
         finally:
             shutil.rmtree(partial, ignore_errors=True)
@@ -94,8 +92,6 @@ def collect_references(
     ``patients`` restricts rated datasets to those groups (the training side: pretraining never
     sees the test side's images).
     """
-    from petctiqa.iqa.data import load_iqa_dataset
-
     found: list[Reference] = []
     for source in sources:
         if str(source) == PHANTOM_SOURCE:

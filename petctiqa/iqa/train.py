@@ -26,13 +26,17 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from tqdm import tqdm
 
 from petctiqa.errors import DatasetError, ModelError
+from petctiqa.iqa.baselines import level_table_predict
 from petctiqa.iqa.checkpoint import LabelScale, read_checkpoint, save_checkpoint
 from petctiqa.iqa.data import (
     DataWarning,
@@ -49,7 +53,8 @@ from petctiqa.iqa.device import (
     rng_state,
 )
 from petctiqa.iqa.inference import predict_files
-from petctiqa.iqa.preprocess import Preprocessing, load_input, random_crop
+from petctiqa.iqa.loss import msiqa_loss
+from petctiqa.iqa.preprocess import Preprocessing, grid_crops, load_input, random_crop
 from petctiqa.iqa.train_report import (
     correlations,
     plot_curves,
@@ -213,8 +218,6 @@ def _label_scale(samples: list[IqaSample], resume_state, root) -> LabelScale:
 def level_table_figures(train: list[IqaSample], test: list[IqaSample]) -> tuple[float, float]:
     """SROCC/PLCC of the level-table baseline (cell means of the training images) on ``test``;
     NaN when either side lacks distortion levels or a test cell is missing from training."""
-    from petctiqa.iqa.baselines import level_table_predict
-
     if not test or any(s.levels is None for s in train + test):
         return math.nan, math.nan
     try:
@@ -259,11 +262,6 @@ def _base_payload(setup: TrainSetup, scale, sides: _Sides, simulated, dataset, o
 
 def _train_epoch(net, setup, sides, targets, options, dist_info, device, amp_dtype, pool, epoch):
     """One pass over the training images; returns the row of training figures."""
-    import torch
-    from tqdm import tqdm
-
-    from petctiqa.iqa.loss import msiqa_loss
-
     net.train()
     frozen = epoch <= options.head_only_epochs
     set_trunk_trainable(setup.model, setup.entry, not frozen)
@@ -344,10 +342,6 @@ def _write_outputs(
 def _fit_head(setup: TrainSetup, samples: list[IqaSample], targets: np.ndarray, device) -> None:
     """Closed-form fit of a model's quality head on the training images' evaluation inputs
     (every rank computes the same fit, so DDP replicas start equal)."""
-    import torch
-
-    from petctiqa.iqa.preprocess import grid_crops
-
     if device.type != "cpu":
         setup.model.cpu()
     stacks = (
@@ -393,8 +387,6 @@ def train(
     ``options.allow_simulated``. Reason for the length: the epoch loop keeps the DDP
     synchronisation points (gather, barrier, broadcast) visible in one place.
     """
-    import torch
-
     out_dir = Path(out_dir)
     _check_simulated(dataset, options)
     run_started = time.perf_counter()
@@ -440,8 +432,6 @@ def train(
             find_unused_parameters=getattr(setup.config, "reference_weighting", False),
         )
     base = _base_payload(setup, scale, sides, simulated, dataset, options, render)
-    from concurrent.futures import ThreadPoolExecutor
-
     pool = ThreadPoolExecutor(options.workers) if options.workers > 0 else None
     spent = 0.0
     try:
@@ -528,7 +518,5 @@ def _budget_spent(spent: float, options: TrainOptions, dist_info) -> bool:
     """Whether the time budget is used up; under DDP rank 0 decides for every rank."""
     decision = [spent >= options.max_seconds]
     if dist_info.world > 1:
-        import torch
-
         torch.distributed.broadcast_object_list(decision, src=0)
     return bool(decision[0])

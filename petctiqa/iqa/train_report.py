@@ -12,6 +12,7 @@ import numpy as np
 
 from petctiqa.atomic import atomic_write_bytes, atomic_write_text
 from petctiqa.iqa.data import IqaSample
+from petctiqa.iqa.metrics import krcc, plcc, rmse, srocc
 
 METRICS_COLUMNS = (
     "epoch",
@@ -52,10 +53,12 @@ def png_bytes(figure) -> bytes:
 
 def plot_curves(path: Path, history: list[dict[str, float]]) -> None:
     """Loss and test SROCC/PLCC per epoch."""
+    # lazy: matplotlib is a heavy import (docs/architecture.md), and importing this module
+    # must not switch a caller's backend: Agg is chosen when a figure is drawn
     import matplotlib
 
     matplotlib.use("Agg")
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: as above, after Agg is chosen
 
     epochs = [row["epoch"] for row in history]
     figure = Figure(figsize=(9, 3.5))
@@ -71,10 +74,10 @@ def plot_curves(path: Path, history: list[dict[str, float]]) -> None:
 
 def plot_scatter(path: Path, pred: np.ndarray, mos: np.ndarray, title: str) -> None:
     """Predicted vs MOS on the test split (0..4 scale)."""
-    import matplotlib
+    import matplotlib  # lazy: as in plot_curves
 
     matplotlib.use("Agg")
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: as in plot_curves
 
     figure = Figure(figsize=(4.5, 4.5))
     axes = figure.subplots()
@@ -93,8 +96,6 @@ def write_predictions(path: Path, samples: list[IqaSample], pred: np.ndarray) ->
 
 
 def correlations(pred: np.ndarray, mos: np.ndarray) -> dict[str, float]:
-    from petctiqa.iqa.metrics import krcc, plcc, rmse, srocc
-
     if len(mos) < 3 or np.ptp(pred) == 0 or np.ptp(mos) == 0:
         return {
             "test_srocc": float("nan"),

@@ -9,8 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from petctiqa.errors import ModelError
+from petctiqa.iqa.checkpoint import checkpoint_entry, checkpoint_preprocessing
 from petctiqa.iqa.preprocess import Preprocessing
+from petctiqa.iqa.pretrain import load_pretrained_into
+from petctiqa.models import build_model, get_model_entry, head_and_trunk_parameters
+from petctiqa.msiqa.weights import load_pretrained_trunks
 from petctiqa.seeding import derive_seed
 
 SCHEDULES = ("constant", "cosine")
@@ -98,9 +104,6 @@ class TrainSetup:
 
 
 def _model_and_config(options: TrainOptions, resume_state: dict[str, Any] | None):
-    from petctiqa.iqa.checkpoint import checkpoint_entry
-    from petctiqa.models import build_model, get_model_entry
-
     if resume_state is not None:
         entry = checkpoint_entry(resume_state)
         model, config = build_model(entry.name, dict(resume_state["config"]))
@@ -111,8 +114,6 @@ def _model_and_config(options: TrainOptions, resume_state: dict[str, Any] | None
 
 
 def _preprocessing(options, config, resume_state) -> Preprocessing:
-    from petctiqa.iqa.checkpoint import checkpoint_preprocessing
-
     size = getattr(config, "image_size", 224)
     if resume_state is not None:
         return checkpoint_preprocessing(resume_state, size)
@@ -120,10 +121,6 @@ def _preprocessing(options, config, resume_state) -> Preprocessing:
 
 
 def _optimizer(model, entry, options: TrainOptions, steps_per_epoch: int):
-    import torch
-
-    from petctiqa.models import head_and_trunk_parameters
-
     head, trunk = head_and_trunk_parameters(model, entry)
     head_lr = options.head_lr if options.head_lr is not None else options.lr
     groups = [g for g in ({"params": trunk, "lr": options.lr}, {"params": head, "lr": head_lr})]
@@ -156,8 +153,6 @@ def set_trunk_trainable(model, entry, trainable: bool) -> None:
 
 
 def build_setup(options, resume_state, device, amp_dtype, steps_per_epoch) -> TrainSetup:
-    import torch
-
     torch.manual_seed(derive_seed(options.seed, "msiqa/torch") % 2**63)
     entry, model, config = _model_and_config(options, resume_state)
     prep = _preprocessing(options, config, resume_state)
@@ -169,8 +164,6 @@ def build_setup(options, resume_state, device, amp_dtype, steps_per_epoch) -> Tr
         init_info = dict(stored.get("init", {}) or {})
     else:
         if options.init is not None:
-            from petctiqa.iqa.pretrain import load_pretrained_into
-
             meta = load_pretrained_into(model, entry.name, config, Path(options.init))
             init_info = {
                 "path": str(options.init),
@@ -181,8 +174,6 @@ def build_setup(options, resume_state, device, amp_dtype, steps_per_epoch) -> Tr
         if options.pretrained or wants:
             if entry.name != "msiqa":
                 raise ModelError(f"ImageNet trunk weights apply to msiqa only, not {entry.name!r}")
-            from petctiqa.msiqa.weights import load_pretrained_trunks
-
             used = load_pretrained_trunks(
                 model, options.resnet_weights, options.swin_weights, all_trunks=options.pretrained
             )
