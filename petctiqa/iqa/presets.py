@@ -16,9 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from petctiqa.errors import ModelError
+from petctiqa.iqa.data import patient_split
+from petctiqa.iqa.generator import DistortionRanges
 from petctiqa.iqa.preprocess import Preprocessing
-from petctiqa.iqa.pretrain import PretrainOptions
+from petctiqa.iqa.pretrain import PretrainOptions, pretrain
+from petctiqa.iqa.references import references_from_samples
+from petctiqa.iqa.train import train
 from petctiqa.iqa.train_setup import TrainOptions
+from petctiqa.protocol import load_dataset_protocol
 
 PRETRAIN_FOLDER = "pretrain"
 
@@ -95,9 +100,6 @@ def train_with_recipe(
 ):
     """Pretrain on the training side's references (when ``pretrain_options`` is given and
     ``options.init`` is not), then :func:`petctiqa.iqa.train.train`."""
-    from petctiqa.iqa.data import patient_split
-    from petctiqa.iqa.train import train
-
     out_dir = Path(out_dir)
     if pretrain_options is not None and options.init is None and not options.resume:
         if test_dataset is not None:
@@ -117,11 +119,6 @@ def train_with_recipe(
 
 def pretrain_on_samples(samples, out_dir: Path, options, pretrain_options, protocol) -> Path:
     """Pretrain ``options.model_name`` on the clean references of ``samples``."""
-    from petctiqa.iqa.generator import DistortionRanges
-    from petctiqa.iqa.pretrain import pretrain
-    from petctiqa.iqa.references import references_from_samples
-    from petctiqa.protocol import load_dataset_protocol
-
     references = references_from_samples(samples)
     if not references:
         raise ModelError(
