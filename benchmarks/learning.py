@@ -60,6 +60,7 @@ VARIANTS = {
     "augment off": _pretrain_field(augment=False),
     "ranking target": _pretrain_field(target="parameters+ranking"),
     "parameters target": _pretrain_field(target="parameters"),
+    "augment + ranking target": _pretrain_field(augment=True, target="parameters+ranking"),
 }
 DEFAULT_ABLATIONS = "no pretraining,224 resize,MS-IQA, equal time,augment off,ranking target"
 
