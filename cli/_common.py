@@ -1,4 +1,5 @@
-"""What every command shares: one way to print library warnings, and the rank-0 test."""
+"""What every command shares: one way to print library warnings, the wording of library
+settings as flags, and the rank-0 test."""
 
 from __future__ import annotations
 
@@ -11,6 +12,23 @@ from collections.abc import Iterator
 import click
 
 from petctiqa.terminal import printable
+
+FLAGS: dict[str, str] = {"model_name": "--model"}
+"""Library settings whose flag is not ``--`` + the name with ``-`` for ``_``."""
+
+
+def flag(setting: str) -> str:
+    """The command-line option that sets the library setting ``setting``:
+    ``allow_simulated`` -> ``--allow-simulated``."""
+    return FLAGS.get(setting) or "--" + setting.replace("_", "-")
+
+
+def in_cli_words(problem: object) -> str:
+    """A library error or warning as one printable text; when it carries the library setting
+    at fault (``setting``), the text ends by naming that setting's option."""
+    text = printable(str(problem), keep_newlines=True)
+    setting = getattr(problem, "setting", None)
+    return f"{text} (option {flag(setting)})" if setting else text
 
 
 def main_rank() -> bool:
@@ -29,7 +47,7 @@ def echo_warnings() -> Iterator[None]:
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
         if main_rank():
-            click.echo(f"warning: {printable(str(message), keep_newlines=True)}", err=True)
+            click.echo(f"warning: {in_cli_words(message)}", err=True)
 
     with warnings.catch_warnings():
         warnings.simplefilter("default")

@@ -14,7 +14,7 @@ import click
 
 from petctiqa import __version__
 from petctiqa.errors import PetctiqaError
-from petctiqa.terminal import printable
+from petctiqa_cli._common import in_cli_words
 
 # command name -> "module:attribute" inside petctiqa_cli
 COMMANDS: dict[str, str] = {
@@ -53,7 +53,7 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except PetctiqaError as exc:
-            click.echo(f"error: {printable(str(exc), keep_newlines=True)}", err=True)
+            click.echo(f"error: {in_cli_words(exc)}", err=True)
             sys.exit(2)
 
 

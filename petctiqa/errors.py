@@ -1,11 +1,30 @@
 """Exception types. Every error a user can cause is a PetctiqaError whose message names the
-file, field or value at fault; the CLI prints it as one line and exits non-zero."""
+file, field or value at fault; the CLI prints it as one line and exits non-zero.
+
+Messages state facts in library terms. When a library setting (a keyword of a library call or an
+options dataclass field, such as ``device`` or ``allow_simulated``) is at fault or is the way
+out, the error or warning carries its name in ``setting``; the CLI words that as its flag."""
 
 from __future__ import annotations
 
 
 class PetctiqaError(Exception):
-    """Base class for errors caused by input (files, options, protocols), not by bugs."""
+    """Base class for errors caused by input (files, options, protocols), not by bugs.
+
+    ``setting``: the library setting at fault, or None (pickling keeps it: it is in __dict__)."""
+
+    def __init__(self, *args: object, setting: str | None = None) -> None:
+        super().__init__(*args)
+        self.setting = setting
+
+
+class PetctiqaWarning(UserWarning):
+    """Base class for warnings about input; ``setting`` as in :class:`PetctiqaError`.
+    Warn with an instance (``warnings.warn(DataWarning(text, setting="x"))``) to carry it."""
+
+    def __init__(self, *args: object, setting: str | None = None) -> None:
+        super().__init__(*args)
+        self.setting = setting
 
 
 class ProtocolError(PetctiqaError):

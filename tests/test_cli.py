@@ -2,9 +2,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
+import click
 from click.testing import CliRunner
 
+from petctiqa.errors import DatasetError, PetctiqaWarning
+from petctiqa_cli._common import echo_warnings, flag, in_cli_words
 from petctiqa_cli.main import COMMANDS, cli
 
 
@@ -43,3 +47,29 @@ def test_build_dataset_protocol_errors_list_dataset_protocols_only(tmp_path):
         "protocols: pet-ct-iqa-ds, pet-ct-iqa-ds-continuous, pet-ct-iqa-ds-shot, pet-ct-lowdose)\n"
     )
     assert not out.exists()  # nothing was started
+
+
+def test_library_settings_are_worded_as_their_flags():
+    assert flag("allow_simulated") == "--allow-simulated" and flag("folds") == "--folds"
+    assert flag("model_name") == "--model"  # the one setting whose flag differs
+    error = DatasetError("folds 9: need 2 <= folds <= number of patients (4)", setting="folds")
+    assert in_cli_words(error) == (
+        "folds 9: need 2 <= folds <= number of patients (4) (option --folds)"
+    )
+    assert in_cli_words(DatasetError("a.csv: no rated images found")) == (
+        "a.csv: no rated images found"
+    )
+
+    @click.command()
+    def warns() -> None:
+        with echo_warnings():
+            warning = PetctiqaWarning("ds: SIMULATED ratings", setting="allow_simulated")
+            warnings.warn(warning, stacklevel=1)
+            warnings.warn("plain library warning", UserWarning, stacklevel=1)
+
+    result = CliRunner().invoke(warns, [])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (
+        "warning: ds: SIMULATED ratings (option --allow-simulated)\n"
+        "warning: plain library warning\n"
+    )

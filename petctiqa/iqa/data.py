@@ -43,7 +43,7 @@ import pandas as pd
 
 from petctiqa.dataset import folder as dataset_folder
 from petctiqa.dataset.manifest import CLASSIC_AXIS_COLUMNS, read_manifest
-from petctiqa.errors import DatasetError
+from petctiqa.errors import DatasetError, PetctiqaWarning
 from petctiqa.iqa.splits import (  # re-exported: train, folds and presets import them from here
     check_disjoint,
     check_patient_split,
@@ -68,7 +68,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 SPLITS = ("train", "test")
 
 
-class DataWarning(UserWarning):
+class DataWarning(PetctiqaWarning):
     """Something about the data that the user must know but that does not stop the run."""
 
 
@@ -142,7 +142,8 @@ def load_iqa_dataset(path: str | Path) -> IqaDataset:
             f"{path}: a build-dataset folder without ratings (no mos.csv yet). Rate it with "
             "`petctiqa collect-ratings serve` and write mos.csv with `collect-ratings export`, "
             "or, for a pilot run only, simulate raters with `collect-ratings simulate` then "
-            "`collect-ratings export` (train then needs --allow-simulated)"
+            "`collect-ratings export` (training on them then needs allow_simulated)",
+            setting="allow_simulated",
         )
     raise DatasetError(
         f"{path}: no mos.csv (build-dataset), label.txt (PET-CT-IQA-DS), train.json "
@@ -177,8 +178,8 @@ def _finish(
     if not grouped:
         warnings.warn(
             f"{root}: no patient IDs ({group_hint}), so each image is its own group: train/test "
-            "splits and --folds are per IMAGE, not by patient, and images of one patient or "
-            "slice can be on both sides (optimistic test metrics)",
+            "splits and cross-validation folds are per IMAGE, not by patient, and images of one "
+            "patient or slice can be on both sides (optimistic test metrics)",
             DataWarning,
             stacklevel=3,
         )

@@ -17,9 +17,11 @@ def resolve_device(name: str):
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ModelError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+        raise ModelError(
+            "device 'cuda': no CUDA device is available; use cpu or auto", setting="device"
+        )
     if name not in ("cpu", "cuda"):
-        raise ModelError(f"--device {name!r}: use auto, cpu or cuda")
+        raise ModelError(f"device {name!r}: use auto, cpu or cuda", setting="device")
     return torch.device(name)
 
 
@@ -31,7 +33,7 @@ def autocast_dtype(device, amp: str):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if amp in ("bf16", "fp16"):
         return torch.bfloat16 if amp == "bf16" else torch.float16
-    raise ModelError(f"amp {amp!r}: use auto, bf16, fp16 or off")
+    raise ModelError(f"amp {amp!r}: use auto, bf16, fp16 or off", setting="amp")
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,9 @@ def patient_folds(
     ``k == len(groups)`` is leave-one-patient-out (patients in sorted order)."""
     groups = sorted(set(groups))
     if k < 2 or k > len(groups):
-        raise DatasetError(f"--folds {k}: need 2 <= K <= number of patients ({len(groups)})")
+        raise DatasetError(
+            f"folds {k}: need 2 <= folds <= number of patients ({len(groups)})", setting="folds"
+        )
     order = (
         np.arange(len(groups))
         if k == len(groups)

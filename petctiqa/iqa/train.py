@@ -148,13 +148,16 @@ def _check_simulated(dataset: IqaDataset, options: TrainOptions) -> None:
     if not options.allow_simulated:
         raise DatasetError(
             f"{dataset.root}: the ratings are SIMULATED (collect-ratings simulate), not from "
-            "a reader study; refusing to train on them. Pass --allow-simulated for a pilot "
-            "run (the checkpoint and metrics.csv are then marked simulated)"
+            "a reader study; refusing to train on them. Set allow_simulated for a pilot "
+            "run (the checkpoint and metrics.csv are then marked simulated)",
+            setting="allow_simulated",
         )
     warnings.warn(
-        f"{dataset.root}: training on SIMULATED ratings (--allow-simulated): the model and "
-        "its metrics say nothing about real readers; outputs are marked simulated",
-        DataWarning,
+        DataWarning(
+            f"{dataset.root}: training on SIMULATED ratings (allow_simulated is set): the model "
+            "and its metrics say nothing about real readers; outputs are marked simulated",
+            setting="allow_simulated",
+        ),
         stacklevel=3,
     )
 
@@ -357,7 +360,8 @@ def _restore(setup: TrainSetup, resume_state, dist_info):
         setup.optimizer.load_state_dict(resume_state["optimizer"])
     except ValueError as exc:
         raise ModelError(
-            f"--resume: the optimiser state does not fit these options ({exc})"
+            f"resume: the checkpoint's optimiser state does not fit these options ({exc})",
+            setting="resume",
         ) from None
     if resume_state.get("scaler"):
         setup.scaler.load_state_dict(resume_state["scaler"])
@@ -400,7 +404,7 @@ def train(
     resume_state: dict[str, Any] | None = None
     if options.resume:
         if not last_path.is_file():
-            raise ModelError(f"--resume: {last_path} not found")
+            raise ModelError(f"{last_path} not found: nothing to resume from", setting="resume")
         resume_state = read_checkpoint(last_path)
     sides = _sides(dataset, options, resume_state, train_groups, test_groups, test_dataset)
     if len(sides.train) < 2 * dist_info.world:

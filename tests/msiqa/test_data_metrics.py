@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from PIL import Image
 
 from petctiqa.errors import DatasetError
@@ -16,6 +17,7 @@ from petctiqa.iqa.data import (
 from petctiqa.iqa.evaluation import level_table_lopo
 from petctiqa.iqa.metrics import evaluate_predictions, plcc, srocc
 from petctiqa.iqa.preprocess import load_input
+from petctiqa_cli.main import cli
 
 
 def test_release_layout_on_the_real_sample(shared_data):
@@ -94,8 +96,21 @@ def test_generic_csv_errors(tmp_path):
         load_iqa_dataset(tmp_path / "bad.csv")
     with pytest.raises(DatasetError, match="no mos.csv"):
         load_iqa_dataset(tmp_path)
-    with pytest.raises(DatasetError, match="--folds 5"):
+    with pytest.raises(
+        DatasetError, match=r"^folds 5: need 2 <= folds <= number of patients \(2\)$"
+    ) as info:
         patient_folds(["a", "b"], 5)
+    assert info.value.setting == "folds"
+
+
+def test_too_many_folds_names_the_option_on_the_command_line(tiny_csv, tmp_path):
+    args = ["train", "--data", str(tiny_csv), "--out", str(tmp_path / "run"), "--folds", "9"]
+    result = CliRunner().invoke(cli, [*args, "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.endswith(
+        "error: folds 9: need 2 <= folds <= number of patients (4) (option --folds)\n"
+    )
+    assert not (tmp_path / "run").exists()
 
 
 def test_metrics_values_and_bootstrap():

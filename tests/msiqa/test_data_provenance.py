@@ -106,9 +106,12 @@ def test_train_refuses_simulated_ratings_unless_allowed(simulated_run, custom_pr
     refused, allowed, out = simulated_run
     assert refused.exit_code == 2
     assert "ratings are SIMULATED" in refused.stderr and "--allow-simulated" in refused.stderr
+    assert "Set allow_simulated for a pilot" in refused.stderr
+    assert refused.stderr.endswith("marked simulated) (option --allow-simulated)\n")
 
     assert allowed.exit_code == 0, allowed.output
     assert "warning: " in allowed.stderr and "training on SIMULATED ratings" in allowed.stderr
+    assert "outputs are marked simulated (option --allow-simulated)\n" in allowed.stderr
     assert "[SIMULATED ratings]" in allowed.stdout
     for name in ("last.pt", "best.pt"):
         data = read_checkpoint(out / name)

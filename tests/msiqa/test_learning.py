@@ -337,10 +337,37 @@ def test_preset_cpu_pretrain_train_score_and_evaluate_agree(mini_sides, tmp_path
 
 def test_unrated_build_folder_says_how_to_get_ratings(tmp_path):
     from petctiqa.iqa.data import load_iqa_dataset
+    from petctiqa_cli.main import cli
 
     (tmp_path / "manifest.csv").write_text("image\n")
-    with pytest.raises(DatasetError, match="collect-ratings export.*collect-ratings simulate"):
+    with pytest.raises(
+        DatasetError, match="collect-ratings export.*collect-ratings simulate"
+    ) as info:
         load_iqa_dataset(tmp_path)
+    assert info.value.setting == "allow_simulated"
+    result = CliRunner().invoke(
+        cli, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 2
+    assert result.stderr.endswith("then needs allow_simulated) (option --allow-simulated)\n")
+
+
+def test_device_and_resume_errors_name_the_setting(tiny_csv, tmp_path):
+    from petctiqa.iqa.data import load_iqa_dataset
+    from petctiqa.iqa.device import resolve_device
+    from petctiqa.iqa.train import TrainOptions, train
+
+    with pytest.raises(ModelError, match="^device 'tpu': use auto, cpu or cuda$") as info:
+        resolve_device("tpu")
+    assert info.value.setting == "device"
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="^device 'cuda': no CUDA device is available") as info:
+            resolve_device("cuda")
+        assert info.value.setting == "device"
+    options = TrainOptions(device="cpu", resume=True, progress=False)
+    with pytest.raises(ModelError, match="last.pt not found: nothing to resume from") as info:
+        train(load_iqa_dataset(tiny_csv), tmp_path / "run", options)
+    assert info.value.setting == "resume"
 
 
 def test_version_1_checkpoints_still_load_as_msiqa(tmp_path, small_config):
