@@ -3,7 +3,7 @@ vs 1 (issue #14; figures and how to read them: docs/scoring.md).
 
     .venv/bin/python benchmarks/scoring.py [--models msiqa,petct-cnn] [--slice-stride 4]
         [--patients 20] [--phantom DIR] [--work DIR] [--steps 3] [--batch 16] [--threads 2]
-        [--jobs 2] [--skip network,archive,procs]
+        [--jobs 2] [--skip network,archive,procs] [--dicom ../shared/data/dicom]
 
 Random-init checkpoints (speed does not depend on the weights): ``msiqa`` is the full MS-IQA
 with its paper preprocessing (224 x 224 resize), the model ``petctiqa score`` is used with by
@@ -22,7 +22,8 @@ CPU-class model. All ONNX Runtime runs use ``--threads`` intra-op threads. Print
    model and rendering shared them perfectly;
 3. ``procs``: ``petctiqa score PHANTOM --out x.csv`` (first model) as one process, then
    ``torchrun --nproc_per_node 2``, then one process again: wall time of each whole command
-   (start, model load, walk, scoring, output), and whether all wrote the same file.
+   (start, model load, walk, scoring, output), and whether all wrote the same file;
+4. with ``--dicom``: studies/min of the one-process command on that archive.
 """
 
 from __future__ import annotations
@@ -166,6 +167,7 @@ def archive_vs_model(name: str, checkpoint: Path, phantom: Path, work: Path, arg
     timed = TimedModel(fresh)
     options = ArchiveOptions(args.batch, args.slice_stride, 2.0, args.jobs)
     out = work / f"archive-{name}.csv"
+    remove_output(out)
     start = time.perf_counter()
     start_worker_imports(args.jobs)  # as the CLI does
     score_archive(scorer, [phantom], out, timed, options)
@@ -193,8 +195,15 @@ def archive_vs_model(name: str, checkpoint: Path, phantom: Path, work: Path, arg
         f"{model_cpu * 1000:.0f} ms CPU per image -> two cores shared perfectly allow "
         f"archive / pure <= {model_cpu / (model_cpu + render):.2f}"
     )
-    for path in (out, out.with_name(out.name + ".journal")):
-        subprocess.run(["rm", "-rf", str(path)], check=True)
+    remove_output(out)
+
+
+def remove_output(out: Path) -> None:
+    """``out`` and its journal: every timed run scores from scratch."""
+    import shutil
+
+    out.unlink(missing_ok=True)
+    shutil.rmtree(out.with_name(out.name + ".journal"), ignore_errors=True)
 
 
 def score_command(archive: Path, checkpoint: Path, out: Path, args, procs: int) -> list[str]:
@@ -220,16 +229,31 @@ def processes(checkpoint: Path, phantom: Path, work: Path, args) -> None:
     env.pop("OMP_NUM_THREADS", None)
     # 1, 2, then 1 process again: load that changes during the runs shows as a spread
     outs = [work / "procs-1.csv", work / "procs-2.csv", work / "procs-1b.csv"]
-    seconds = [
-        timed_command(score_command(phantom, checkpoint, out, args, procs), env)
-        for out, procs in zip(outs, (1, 2, 1), strict=True)
-    ]
+    seconds = []
+    for out, procs in zip(outs, (1, 2, 1), strict=True):
+        remove_output(out)  # a journal left by an earlier run would be resumed
+        seconds.append(timed_command(score_command(phantom, checkpoint, out, args, procs), env))
     same = outs[0].read_text() == outs[1].read_text() == outs[2].read_text()
     slices = sum(1 for line in outs[0].read_text().splitlines() if line.startswith("slice,"))
     print(
         f"{checkpoint.stem}, {slices} slices, whole command: 1 process {seconds[0]:.1f} s, "
         f"torchrun 2 processes {seconds[1]:.1f} s, 1 process again {seconds[2]:.1f} s: speed-up "
         f"{seconds[0] / seconds[1]:.2f}x / {seconds[2] / seconds[1]:.2f}x; same output: {same}"
+    )
+
+
+def dicom_speed(checkpoint: Path, folder: Path, work: Path, args) -> None:
+    """Studies/min of the whole one-process command on another archive (``--dicom``)."""
+    env = {**os.environ, "PETCTIQA_ONNX_CACHE": str(work / "onnx")}
+    out = work / "dicom.csv"
+    remove_output(out)
+    seconds = timed_command(score_command(folder, checkpoint, out, args, 1), env)
+    lines = out.read_text().splitlines()
+    studies = sum(1 for line in lines if line.startswith("study,"))
+    slices = sum(1 for line in lines if line.startswith("slice,"))
+    print(
+        f"{folder}: {studies} studies, {slices} slices in {seconds:.1f} s = "
+        f"{60 * studies / seconds:.2f} studies/min (whole command, 1 process, {checkpoint.stem})"
     )
 
 
@@ -255,9 +279,13 @@ def main() -> None:
     parser.add_argument("--slice-stride", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--dicom", default="", help="also time the command on this archive")
     parser.add_argument("--skip", default="", help="comma list of network, archive, procs")
+    parser.add_argument("--network-only", action="store_true", help="= --skip archive,procs")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
+    if args.network_only:
+        skip |= {"archive", "procs"}
     import torch
 
     torch.set_num_threads(args.threads)
@@ -278,6 +306,8 @@ def main() -> None:
                 archive_vs_model(name, checkpoints[name], phantom, work, args)
         if "procs" not in skip:
             processes(checkpoints[names[0]], phantom, work, args)
+        if args.dicom:
+            dicom_speed(checkpoints[names[0]], Path(args.dicom), work, args)
     print(f"load={os.getloadavg()[0]:.2f}")
 
 

@@ -39,10 +39,11 @@ from petctiqa_cli._common import echo_warnings, main_rank
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1))
 @click.option(
     "--jobs",
-    default=2,
-    show_default=True,
+    default=None,
     type=click.IntRange(1),
-    help="Worker processes decoding/rendering for .csv output (1: in the scoring process).",
+    help="Worker processes decoding/rendering for .csv output (1: in the scoring process) "
+    "[default: 2; 1 on a CPU of 1-2 cores that the model's threads fill, where that measured "
+    "faster].",
 )
 @click.option(
     "--threshold",
@@ -72,7 +73,7 @@ def score(
     device: str,
     runtime: str,
     batch_size: int,
-    jobs: int,
+    jobs: int | None,
     threshold: float,
     slice_stride: int,
     protocol: str | None,
@@ -155,16 +156,23 @@ def _score_archive(
     import torch
 
     from petctiqa.iqa.score import Scorer
-    from petctiqa.scoring.archive import ArchiveOptions, score_archive, start_worker_imports
+    from petctiqa.scoring.archive import (
+        ArchiveOptions,
+        default_jobs,
+        score_archive,
+        start_worker_imports,
+    )
     from petctiqa.scoring.shard import broadcast_flag, close, threads_per_process, torchrun_shard
     from petctiqa.scoring.walk import walk_inputs
 
-    start_worker_imports(jobs)  # while the model loads and the archive is walked
     shard = torchrun_shard()
     if shard.world > 1:
         torch.set_num_threads(threads_per_process())
     if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
         device = f"cuda:{shard.local_rank}" if torch.cuda.is_available() else device
+    if jobs is None:
+        jobs = default_jobs("cuda" if device.startswith("cuda") else "cpu", torch.get_num_threads())
+    start_worker_imports(jobs)  # while the model loads and the archive is walked
     scorer = Scorer(checkpoint, device, protocol=protocol)
     _say_scale(scorer)
     # The runtime's choice needs a count of inputs: units are a fair stand-in (a study holds

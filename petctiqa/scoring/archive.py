@@ -26,6 +26,7 @@ from petctiqa.errors import DatasetError
 from petctiqa.iqa.inference import predict_stacks
 from petctiqa.pool import process_pool
 from petctiqa.scoring.journal import JournalWriter, check_settings, journal_dir, read_journal
+from petctiqa.scoring.shard import threads_per_process
 from petctiqa.scoring.walk import Unit, file_sha256, walk_inputs
 from petctiqa.scoring.work import Decoded, decode_unit
 
@@ -67,6 +68,18 @@ def journal_settings(scorer, options: ArchiveOptions) -> dict[str, Any]:
         "render": {"name": scorer.render_name, **asdict(scorer.render_settings)},
         "slice_stride": options.slice_stride,
     }
+
+
+def default_jobs(device_type: str, model_threads: int, cores: int | None = None) -> int:
+    """Decoding workers when none are asked for: 2, except on a CPU of at most 2 cores (this
+    process's share of them under torchrun) that the model's threads fill. There, rendering in
+    this process between batches measured faster than rendering beside the model in workers,
+    which took cores from the model's threads (docs/scoring.md); larger CPUs were not measured."""
+    if cores is None:
+        cores = threads_per_process()
+    if device_type == "cpu" and cores <= 2 and model_threads >= cores:
+        return 1
+    return 2
 
 
 def start_worker_imports(jobs: int) -> None:

@@ -192,3 +192,16 @@ def test_threads_per_process_shares_the_node_cores(monkeypatch):
     assert threads_per_process(8) == 4 and threads_per_process(2) == 1
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
     assert threads_per_process(2) == 1 and threads_per_process(16) == 5
+
+
+def test_default_jobs_renders_in_process_only_on_small_full_cpus(monkeypatch):
+    from petctiqa.pool import available_cores
+    from petctiqa.scoring.archive import default_jobs
+
+    assert default_jobs("cpu", model_threads=2, cores=2) == 1  # the measured 2-core case
+    assert default_jobs("cpu", model_threads=1, cores=2) == 2  # a core left for rendering
+    assert default_jobs("cpu", model_threads=8, cores=8) == 2  # not measured: as before
+    assert default_jobs("cuda", model_threads=2, cores=2) == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun: this process's share of cores
+    share = available_cores() // 2
+    assert default_jobs("cpu", model_threads=max(1, share)) == (1 if share <= 2 else 2)
