@@ -29,14 +29,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from petctiqa.atomic import atomic_write_text
-from petctiqa.errors import DatasetError
+from petctiqa.dicom.index import index_dicom_tree
+from petctiqa.dicom.pairing import find_pet_ct_pairs
+from petctiqa.dicom.suv import load_pet_suv
+from petctiqa.dicom.volume import load_volume
+from petctiqa.errors import DatasetError, PetctiqaError, PetctiqaWarning
 from petctiqa.iqa.data import IMAGE_SUFFIXES
-from petctiqa.iqa.preprocess import load_input, rgb_to_array
+from petctiqa.iqa.inference import forward_batch, predict_stacks
+from petctiqa.iqa.preprocess import grid_crops, load_input, rgb_to_array
+from petctiqa.protocol import RenderSettings, load_dataset_protocol
+from petctiqa.render import render_slice
 
 
-class RenderProtocolWarning(UserWarning):
+class RenderProtocolWarning(PetctiqaWarning):
     """DICOM slices are rendered differently from the checkpoint's training images."""
 
 
@@ -82,9 +90,6 @@ def render_dicom_study(
 ) -> Iterator[RenderedInput]:
     """Render every ``slice_stride``-th CT slice inside each PET/CT pair's overlap, with
     ``settings`` (:class:`petctiqa.protocol.RenderSettings`; default: the dataset protocol's)."""
-    from petctiqa.dicom.index import index_dicom_tree
-    from petctiqa.dicom.pairing import find_pet_ct_pairs
-    from petctiqa.protocol import load_dataset_protocol
 
     pairs = find_pet_ct_pairs(index_dicom_tree(folder))
     if not pairs:
@@ -100,9 +105,6 @@ def render_dicom_study(
 def render_pair_slices(pair, slice_stride: int, settings) -> Iterator[tuple[int, np.ndarray]]:
     """(CT slice index, fused RGB) of every ``slice_stride``-th CT slice inside the PET/CT
     overlap of one pair, rendered with ``settings``."""
-    from petctiqa.dicom.suv import load_pet_suv
-    from petctiqa.dicom.volume import load_volume
-    from petctiqa.render import render_slice
 
     ct = load_volume(pair.ct)
     pet = load_pet_suv(pair.pet)
@@ -115,7 +117,6 @@ def render_pair_slices(pair, slice_stride: int, settings) -> Iterator[tuple[int,
 
 def stored_render_settings(payload: dict[str, Any]):
     """(protocol name, RenderSettings) stored in a checkpoint, or (None, None)."""
-    from petctiqa.protocol import RenderSettings
 
     stored = payload.get("render_protocol")
     if not isinstance(stored, dict) or not isinstance(stored.get("render"), dict):
@@ -157,9 +158,9 @@ class Scorer:
         channels_last: bool = False,
         protocol: str | Path | None = None,
     ) -> None:
+        # lazy: torch (checkpoint, device, runtime); scoring/work.py imports this module on the torch-free ONNX path
         from petctiqa.iqa.checkpoint import load_model
         from petctiqa.iqa.device import autocast_dtype, resolve_device
-        from petctiqa.protocol import load_dataset_protocol
 
         self.device = resolve_device(device)
         self.checkpoint_path = Path(checkpoint)
@@ -181,7 +182,7 @@ class Scorer:
                         f"DICOM studies are rendered with protocol {chosen.name!r}, but the "
                         f"checkpoint was trained on images rendered with {stored_name!r} "
                         f"({'; '.join(differences)}): scores of these renders may be off; "
-                        "omit --protocol to render with the checkpoint's settings"
+                        "render without a protocol to use the checkpoint's settings"
                     )
         elif stored is not None:
             self.render_name, self.render_settings = stored_name, stored
@@ -191,7 +192,7 @@ class Scorer:
         self.amp_dtype = autocast_dtype(self.device, amp)
         self.channels_last = channels_last
         if channels_last:
-            import torch
+            import torch  # lazy: torch-free ONNX path (see __init__)
 
             self.model.to(memory_format=torch.channels_last)
 
@@ -208,6 +209,7 @@ class Scorer:
         """(object for ``predict_stacks``, runtime name, why) for ``runtime`` in
         :data:`petctiqa.scoring.runtime.RUNTIMES`; ``inputs`` (network inputs to run) lets
         ``auto`` judge whether an ONNX export pays (:func:`choose_runtime`)."""
+        # lazy: torch (checkpoint, device, runtime); scoring/work.py imports this module on the torch-free ONNX path
         from petctiqa.scoring.runtime import (
             OrtModel,
             choose_runtime,
@@ -237,7 +239,6 @@ class Scorer:
     def score_arrays(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(score on 0..4, S, W) for a (B, 3, S, S) float32 network-input batch (one input
         per image: no crop averaging)."""
-        from petctiqa.iqa.inference import forward_batch
 
         parts = forward_batch(self.model, batch, self.device, self.amp_dtype, self.channels_last)
         return self.label_scale.denormalise(parts["score"]), parts["s"], parts["w"]
@@ -245,8 +246,6 @@ class Scorer:
     def _stacks(self, items: list[Path], slice_stride: int, failures: dict[int, tuple[str, str]]):
         """(label, (k, 3, S, S) inputs) per scorable input; unreadable ones go to ``failures``
         (keyed by their position in the output) instead of stopping the run."""
-        from petctiqa.errors import PetctiqaError
-        from petctiqa.iqa.preprocess import grid_crops
 
         position = 0
         for item in items:
@@ -276,13 +275,12 @@ class Scorer:
 
         Inputs that fail get a record with ``error`` set, in their place in the order.
         ``model``: what runs the network (default the torch model; see :meth:`runtime_model`)."""
-        from tqdm import tqdm
-
-        from petctiqa.iqa.inference import predict_stacks
 
         items = expand_inputs(inputs)
         if self.render_mismatch and any(item.is_dir() for item in items):
-            warnings.warn(self.render_mismatch, RenderProtocolWarning, stacklevel=2)
+            warnings.warn(
+                RenderProtocolWarning(self.render_mismatch, setting="protocol"), stacklevel=2
+            )
         failures: dict[int, tuple[str, str]] = {}
         scored: list[tuple[int, str]] = []
 

@@ -212,7 +212,7 @@ def score_archive(
     if out.suffix.lower() != ".csv":
         raise DatasetError(f"{out}: archive scoring writes .csv")
     if out.is_dir():
-        raise DatasetError(f"{out}: is a folder; --out must be a .csv file")
+        raise DatasetError(f"{out}: is a folder, not a .csv file", setting="out")
     if units is None:
         units = walk_inputs(inputs, options.slice_stride)
     folder = journal_dir(out)

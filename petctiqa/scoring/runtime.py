@@ -58,9 +58,12 @@ def choose_runtime(requested: str, device_type: str, inputs: int, cached: bool) 
         raise ModelError(f"runtime {requested!r} is not one of {', '.join(RUNTIMES)}")
     if requested == "ort":
         if device_type != "cpu":
-            raise ModelError("--runtime ort runs on the CPU only; use --device cpu")
+            raise ModelError("runtime ort runs on the CPU only; use device cpu", setting="runtime")
         if not ort_available():
-            raise ModelError("--runtime ort needs onnxruntime and onnxscript (pip install them)")
+            raise ModelError(
+                "runtime ort needs onnxruntime and onnxscript (pip install them)",
+                setting="runtime",
+            )
         return "ort", "requested"
     if requested == "eager":
         return "eager", "requested"

@@ -204,6 +204,7 @@ def test_dicom_scoring_uses_the_stored_render_protocol_and_warns_on_another(
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "warning: DICOM studies are rendered with protocol 'pet-ct-iqa-ds'" in result.stderr
+    assert "(option --protocol)" in result.stderr
     assert len(result.stdout.strip().splitlines()) == len(stored)
 
 
