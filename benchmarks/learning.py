@@ -61,6 +61,7 @@ VARIANTS = {
     "ranking target": _pretrain_field(target="parameters+ranking"),
     "parameters target": _pretrain_field(target="parameters"),
     "augment + ranking target": _pretrain_field(augment=True, target="parameters+ranking"),
+    "pretrain 500 steps": _pretrain_field(steps=500),
 }
 DEFAULT_ABLATIONS = "no pretraining,224 resize,MS-IQA, equal time,augment off,ranking target"
 
