@@ -146,7 +146,7 @@ def _explicit(ctx: click.Context, name: str) -> bool:
     "--pretrain-steps",
     type=click.IntRange(0),
     default=None,
-    help="Generator pretraining steps of the preset (0: none) [preset cpu: 300].",
+    help="Generator pretraining steps of the preset (0: none) [preset cpu: 500].",
 )
 @click.option(
     "--pretrain-target",

@@ -70,7 +70,7 @@ PRESETS: dict[str, Preset] = {
             "amp": "off",
         },
         preprocessing=CPU_CROP,
-        pretrain=PretrainOptions(steps=300, batch_size=16, lr=2e-3),
+        pretrain=PretrainOptions(steps=500, batch_size=16, lr=2e-3),
     ),
 }
 
