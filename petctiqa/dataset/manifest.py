@@ -267,11 +267,11 @@ def read_manifest(path: Path) -> list[ImageRecord] | list[AxesImageRecord]:
     return [_parse_axes_row(row, columns, Path(path), i + 2) for i, row in enumerate(reader)]
 
 
-def _parse_axes_row(
-    row: dict[str, str], columns: tuple[AxisColumns, ...], path: Path, line: int
-) -> AxesImageRecord:
-    """An :class:`AxesImageRecord` of the axes :func:`axis_columns` found."""
-    source = _parse_row(row, path, line, SOURCE_COLUMNS)
+def axis_values(
+    row: dict[str, str], columns: Sequence[AxisColumns], where: str
+) -> tuple[AxisValue, ...]:
+    """The :class:`AxisValue` of every axis in ``columns`` from one manifest row's text;
+    ``where`` (file and line) names the bad cell in the :class:`DatasetError`."""
     axes: list[AxisValue] = []
     for axis in columns:
         level, name = None, axis.level or axis.value
@@ -280,14 +280,21 @@ def _parse_axes_row(
                 level, name = int(row[axis.level]), axis.value
             value = float(row[name])
         except (TypeError, ValueError):
-            raise DatasetError(
-                f"{path}: line {line}: column '{name}' has bad value {row[name]!r}"
-            ) from None
+            raise DatasetError(f"{where}: column '{name}' has bad value {row[name]!r}") from None
         axes.append(AxisValue(axis.value, value, level, axis.level))
+    return tuple(axes)
+
+
+def _parse_axes_row(
+    row: dict[str, str], columns: tuple[AxisColumns, ...], path: Path, line: int
+) -> AxesImageRecord:
+    """An :class:`AxesImageRecord` of the axes :func:`axis_columns` found."""
+    source = _parse_row(row, path, line, SOURCE_COLUMNS)
+    axes = axis_values(row, columns, f"{path}: line {line}")
     try:
         seed = int(row["seed"])
     except (TypeError, ValueError):
         raise DatasetError(
             f"{path}: line {line}: column 'seed' has bad value {row['seed']!r}"
         ) from None
-    return AxesImageRecord(**source, axes=tuple(axes), seed=seed, sha256=row["sha256"])
+    return AxesImageRecord(**source, axes=axes, seed=seed, sha256=row["sha256"])

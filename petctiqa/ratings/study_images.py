@@ -21,7 +21,7 @@ from petctiqa.dataset.folder import (
     read_manifest_rows,
     read_split,
 )
-from petctiqa.dataset.manifest import AxisColumns, AxisValue, axis_columns
+from petctiqa.dataset.manifest import AxisColumns, AxisValue, axis_columns, axis_values
 from petctiqa.errors import DatasetError
 
 STUDY_COLUMNS = ("image", "image_id", "patient_id", "slice_id", "reference")
@@ -97,27 +97,6 @@ def study_axes(dataset: Path) -> tuple[AxisColumns, ...]:
     return axes
 
 
-def _axis_values(
-    row: dict[str, str], where: str, axes: tuple[AxisColumns, ...]
-) -> tuple[AxisValue, ...]:
-    out = []
-    for axis in axes:
-        level = None
-        if axis.level is not None:
-            try:
-                level = int(row[axis.level])
-            except ValueError:
-                raise DatasetError(f"{where}: distortion levels must be integers") from None
-        try:
-            value = float(row[axis.value])
-        except ValueError:
-            raise DatasetError(
-                f"{where}: column '{axis.value}' has bad value {row[axis.value]!r}"
-            ) from None
-        out.append(AxisValue(axis.value, value, level, axis.level))
-    return tuple(out)
-
-
 def read_study_images(dataset: Path) -> tuple[StudyImage, ...]:
     """Read ``dataset/manifest.csv`` (and ``split.csv`` when there is one) into
     :class:`StudyImage` records, through :mod:`petctiqa.dataset.folder`."""
@@ -140,7 +119,7 @@ def read_study_images(dataset: Path) -> tuple[StudyImage, ...]:
                 slice_id=row["slice_id"],
                 reference=row["reference"],
                 split=split.get(row["patient_id"], ""),
-                axes=_axis_values(row, where, axes),
+                axes=axis_values(row, axes, where),
             )
         )
     if not images:
