@@ -8,23 +8,22 @@ out, the error or warning carries its name in ``setting``; the CLI words that as
 from __future__ import annotations
 
 
-class PetctiqaError(Exception):
-    """Base class for errors caused by input (files, options, protocols), not by bugs.
-
-    ``setting``: the library setting at fault, or None (pickling keeps it: it is in __dict__)."""
-
-    def __init__(self, *args: object, setting: str | None = None) -> None:
-        super().__init__(*args)
-        self.setting = setting
-
-
-class PetctiqaWarning(UserWarning):
-    """Base class for warnings about input; ``setting`` as in :class:`PetctiqaError`.
-    Warn with an instance (``warnings.warn(DataWarning(text, setting="x"))``) to carry it."""
+class _CarriesSetting:
+    """``setting``: the library setting at fault, or None (pickling keeps it: it is in
+    __dict__)."""
 
     def __init__(self, *args: object, setting: str | None = None) -> None:
         super().__init__(*args)
         self.setting = setting
+
+
+class PetctiqaError(_CarriesSetting, Exception):
+    """Base class for errors caused by input (files, options, protocols), not by bugs."""
+
+
+class PetctiqaWarning(_CarriesSetting, UserWarning):
+    """Base class for warnings about input, with ``setting`` as errors have it. Warn with an
+    instance (``warnings.warn(DataWarning(text, setting="x"))``) to carry it."""
 
 
 class ProtocolError(PetctiqaError):

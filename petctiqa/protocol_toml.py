@@ -81,11 +81,7 @@ class TomlTable:
         high: float | None = None,
     ) -> float:
         value = self._get(key, default, default is None)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
+        if not _is_finite_number(value):
             raise self.error(key, f"must be a finite number, got {value!r}")
         self._check_range(key, value, low, high)
         return float(value)
@@ -105,11 +101,7 @@ class TomlTable:
             wanted = f"{length}" if length is not None else "one or more"
             raise self.error(key, f"must be a list of {wanted} numbers, got {value!r}")
         for item in value:
-            if (
-                isinstance(item, bool)
-                or not isinstance(item, int | float)
-                or not math.isfinite(item)
-            ):
+            if not _is_finite_number(item):
                 raise self.error(key, f"must hold finite numbers only, got {item!r}")
             self._check_range(key, item, low, high)
         return tuple(float(v) for v in value)
@@ -210,3 +202,9 @@ def resolve_protocol_path(
             return tomllib.load(handle), f"package:{name_or_path}"
         except tomllib.TOMLDecodeError as exc:
             raise ProtocolError(f"package:{name_or_path}: invalid TOML ({exc})") from None
+
+
+def _is_finite_number(value: object) -> bool:
+    """An int or float (not a bool, which TOML keeps apart but Python counts as int) that is
+    neither NaN nor infinite."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
