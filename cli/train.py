@@ -121,7 +121,7 @@ def _explicit(ctx: click.Context, name: str) -> bool:
     default="paper",
     show_default=True,
     help="cpu: petct-cnn on native crops with generator pretraining on the training side's "
-    "references (about 10 min on 2 cores for 135 images); paper: MS-IQA as published (GPU).",
+    "references (its time on 2 cores: docs/learning.md); paper: MS-IQA as published (GPU).",
 )
 @click.option(
     "--model",

@@ -90,7 +90,6 @@ def render_dicom_study(
 ) -> Iterator[RenderedInput]:
     """Render every ``slice_stride``-th CT slice inside each PET/CT pair's overlap, with
     ``settings`` (:class:`petctiqa.protocol.RenderSettings`; default: the dataset protocol's)."""
-
     pairs = find_pet_ct_pairs(index_dicom_tree(folder))
     if not pairs:
         raise DatasetError(f"{folder}: no images and no PET/CT pair found")
@@ -105,7 +104,6 @@ def render_dicom_study(
 def render_pair_slices(pair, slice_stride: int, settings) -> Iterator[tuple[int, np.ndarray]]:
     """(CT slice index, fused RGB) of every ``slice_stride``-th CT slice inside the PET/CT
     overlap of one pair, rendered with ``settings``."""
-
     ct = load_volume(pair.ct)
     pet = load_pet_suv(pair.pet)
     positions = ct.slice_positions_mm
@@ -117,7 +115,6 @@ def render_pair_slices(pair, slice_stride: int, settings) -> Iterator[tuple[int,
 
 def stored_render_settings(payload: dict[str, Any]):
     """(protocol name, RenderSettings) stored in a checkpoint, or (None, None)."""
-
     stored = payload.get("render_protocol")
     if not isinstance(stored, dict) or not isinstance(stored.get("render"), dict):
         return None, None
@@ -158,7 +155,7 @@ class Scorer:
         channels_last: bool = False,
         protocol: str | Path | None = None,
     ) -> None:
-        # lazy: torch (checkpoint, device, runtime); scoring/work.py imports this module on the torch-free ONNX path
+        # lazy: torch; archive decoding workers import this module (scoring/work.py) without it
         from petctiqa.iqa.checkpoint import load_model
         from petctiqa.iqa.device import autocast_dtype, resolve_device
 
@@ -192,7 +189,7 @@ class Scorer:
         self.amp_dtype = autocast_dtype(self.device, amp)
         self.channels_last = channels_last
         if channels_last:
-            import torch  # lazy: torch-free ONNX path (see __init__)
+            import torch  # lazy: as in __init__
 
             self.model.to(memory_format=torch.channels_last)
 
@@ -209,7 +206,7 @@ class Scorer:
         """(object for ``predict_stacks``, runtime name, why) for ``runtime`` in
         :data:`petctiqa.scoring.runtime.RUNTIMES`; ``inputs`` (network inputs to run) lets
         ``auto`` judge whether an ONNX export pays (:func:`choose_runtime`)."""
-        # lazy: torch (checkpoint, device, runtime); scoring/work.py imports this module on the torch-free ONNX path
+        # lazy: torch; archive decoding workers import this module (scoring/work.py) without it
         from petctiqa.scoring.runtime import (
             OrtModel,
             choose_runtime,
@@ -239,14 +236,12 @@ class Scorer:
     def score_arrays(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(score on 0..4, S, W) for a (B, 3, S, S) float32 network-input batch (one input
         per image: no crop averaging)."""
-
         parts = forward_batch(self.model, batch, self.device, self.amp_dtype, self.channels_last)
         return self.label_scale.denormalise(parts["score"]), parts["s"], parts["w"]
 
     def _stacks(self, items: list[Path], slice_stride: int, failures: dict[int, tuple[str, str]]):
         """(label, (k, 3, S, S) inputs) per scorable input; unreadable ones go to ``failures``
         (keyed by their position in the output) instead of stopping the run."""
-
         position = 0
         for item in items:
             try:
@@ -275,7 +270,6 @@ class Scorer:
 
         Inputs that fail get a record with ``error`` set, in their place in the order.
         ``model``: what runs the network (default the torch model; see :meth:`runtime_model`)."""
-
         items = expand_inputs(inputs)
         if self.render_mismatch and any(item.is_dir() for item in items):
             warnings.warn(
