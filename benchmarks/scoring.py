@@ -1,18 +1,23 @@
-"""Scoring speed on the CPU: eager vs ONNX Runtime, archive scoring vs the pure model, 2 processes
-vs 1 (issue #14; figures and how to read them: docs/scoring.md).
+"""Scoring speed on the CPU: eager vs ONNX Runtime vs OpenVINO, archive scoring vs the pure
+model, 2 processes vs 1 (issue #14; figures and how to read them: docs/scoring.md).
 
     .venv/bin/python benchmarks/scoring.py [--models msiqa,petct-cnn] [--slice-stride 4]
         [--patients 20] [--phantom DIR] [--work DIR] [--steps 3] [--batch 16] [--threads 2]
-        [--jobs 2] [--skip network,archive,procs] [--dicom ../shared/data/dicom]
+        [--jobs 2] [--runtime openvino|ort] [--skip network,archive,procs]
+        [--dicom ../shared/data/dicom]
 
 Random-init checkpoints (speed does not depend on the weights): ``msiqa`` is the full MS-IQA
 with its paper preprocessing (224 x 224 resize), the model ``petctiqa score`` is used with by
 default; ``petct-cnn`` with the CPU preset's preprocessing (the whole 512 x 512 render), the
-CPU-class model. All ONNX Runtime runs use ``--threads`` intra-op threads. Prints, in one run:
+CPU-class model. Every runtime uses ``--threads`` threads; the archive and procs parts use
+``--runtime`` (default: the one ``score --runtime auto`` prefers). Prints, in one run:
 
-1. ``network``: MS-IQA images/s at ``--batch`` for eager and ONNX Runtime, timed alternately
-   (eager, ort, eager, ...) so that drift on a shared machine hits both alike;
-2. ``archive``: per model, side by side, the pure-model images/s (ONNX Runtime, same batch,
+1. ``network``: MS-IQA images/s at ``--batch`` for eager, ONNX Runtime and OpenVINO, timed
+   alternately (eager, ort, openvino, eager, ...) so that drift on a shared machine hits all
+   alike, each against eager pair by pair, and the float32 roofline: the network's FLOPs per
+   image against this CPU's best float32 matrix-product rate on ``--threads`` threads (the
+   images/s no float32 runtime can exceed here);
+2. ``archive``: per model, side by side, the pure-model images/s (``--runtime``, same batch,
    threads and input size, inputs already in memory; timed before and after the archive run)
    and archive-scoring images/s on the phantom's studies (``score_archive`` in this process:
    walk, worker start, session load, rendering, preprocessing, model, journal, merge and
@@ -91,32 +96,78 @@ class TimedModel:
         return out
 
 
-def network_speed(checkpoint: Path, cache: Path, steps: int, batch: int) -> None:
+def sgemm_peak(threads: int, n: int = 2048, repeats: int = 8) -> float:
+    """Best GFLOP/s of a float32 n x n matrix product on ``threads`` threads: the roof that no
+    float32 network on this CPU gets above."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n**3 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def network_flops(model, shape: tuple[int, ...]) -> float:
+    """Floating-point operations of one forward pass for one input of ``shape`` (torch's count:
+    2 per multiply-add of convolutions and matrix products)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model.forward_parts(torch.zeros(1, *shape))
+    return float(counter.get_total_flops())
+
+
+def network_speed(checkpoint: Path, cache: Path, steps: int, batch: int, threads: int) -> None:
     import torch
 
     from petctiqa.iqa.score import Scorer
+    from petctiqa.scoring.runtime import ONNX_RUNTIMES, runtime_available
 
     scorer = Scorer(checkpoint, "cpu")
-    start = time.perf_counter()
-    ort, _, _ = scorer.runtime_model("ort", 1, batch, cache_dir=cache)
-    ort.warm(scorer.input_shapes())
-    print(f"ONNX export (unless cached) + session: {time.perf_counter() - start:.1f} s")
     x = torch.randn(batch, 3, 224, 224)
     with torch.inference_mode():
         reference = scorer.model.forward_parts(x)["score"]
-        fast = ort.forward_parts(x)["score"]
-    print(f"max |ort - eager| on the 0..4 scale: {4 * (fast - reference).abs().max():.2e}")
-    rates: dict[str, list[float]] = {"eager": [], "ort": []}
+    models = {"eager": scorer.model}
+    for name in reversed(ONNX_RUNTIMES):  # ort first: it makes the export both read
+        if not runtime_available(name):
+            print(f"{name}: not installed")
+            continue
+        start = time.perf_counter()
+        models[name], _, _ = scorer.runtime_model(name, 1, batch, cache_dir=cache)
+        models[name].warm(scorer.input_shapes())
+        print(f"{name}: ONNX export (unless cached) + session: {time.perf_counter() - start:.1f} s")
+        with torch.inference_mode():
+            fast = models[name].forward_parts(x)["score"]
+        print(
+            f"{name}: max |{name} - eager| on the 0..4 scale: {4 * (fast - reference).abs().max():.2e}"
+        )
+    rates: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(steps):
-        for name, model in (("eager", scorer.model), ("ort", ort)):
+        for name, model in models.items():  # alternating: drift on a shared CPU hits all alike
             with torch.inference_mode():
                 start = time.perf_counter()
                 model.forward_parts(x)
             rates[name].append(batch / (time.perf_counter() - start))
+    flops = network_flops(scorer.model, (3, 224, 224))
+    peak = sgemm_peak(threads)
+    ceiling = peak * 1e9 / flops
+    print(
+        f"roofline: {flops / 1e9:.2f} GFLOP per image; float32 matrix product peak on {threads} "
+        f"threads {peak:.1f} GFLOP/s -> at most {ceiling:.2f} images/s in float32"
+    )
     for name, values in rates.items():
-        print(f"{name}: {', '.join(f'{v:.2f}' for v in values)} images/s")
-    ratios = [o / e for o, e in zip(rates["ort"], rates["eager"], strict=True)]
-    print(f"ort / eager, pair by pair: {', '.join(f'{r:.2f}x' for r in ratios)}")
+        ratios = [v / e for v, e in zip(values, rates["eager"], strict=True)]
+        print(
+            f"{name}: {', '.join(f'{v:.2f}' for v in values)} images/s; vs eager, pair by pair: "
+            f"{', '.join(f'{r:.2f}x' for r in ratios)}; best = {max(values) / ceiling:.0%} of the roof"
+        )
 
 
 def pure_rate(model, shape: tuple[int, ...], batch: int, steps: int) -> float:
@@ -161,9 +212,9 @@ def archive_vs_model(name: str, checkpoint: Path, phantom: Path, work: Path, arg
     units = walk_inputs([phantom], args.slice_stride)
     walk = time.perf_counter() - start
     render, shape = render_cost(units, scorer, args.slice_stride)
-    ready, _, _ = scorer.runtime_model("ort", 1, args.batch, cache_dir=work / "onnx")
+    ready, _, _ = scorer.runtime_model(args.runtime, 1, args.batch, cache_dir=work / "onnx")
     before = pure_rate(ready, shape, args.batch, args.steps)
-    fresh, _, _ = scorer.runtime_model("ort", 1, args.batch, cache_dir=work / "onnx")
+    fresh, _, _ = scorer.runtime_model(args.runtime, 1, args.batch, cache_dir=work / "onnx")
     timed = TimedModel(fresh)
     options = ArchiveOptions(args.batch, args.slice_stride, 2.0, args.jobs)
     out = work / f"archive-{name}.csv"
@@ -208,7 +259,7 @@ def remove_output(out: Path) -> None:
 
 def score_command(archive: Path, checkpoint: Path, out: Path, args, procs: int) -> list[str]:
     base = ["score", str(archive), "--checkpoint", str(checkpoint), "--out", str(out),
-            "--device", "cpu", "--runtime", "ort", "--slice-stride", str(args.slice_stride),
+            "--device", "cpu", "--runtime", args.runtime, "--slice-stride", str(args.slice_stride),
             "--batch-size", str(args.batch), "--jobs", str(args.jobs)]  # fmt: skip
     if procs == 1:
         return [str(BIN / "petctiqa"), *base]
@@ -279,6 +330,12 @@ def main() -> None:
     parser.add_argument("--slice-stride", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument(
+        "--runtime",
+        default="",
+        help="ONNX runtime of the archive and procs parts [default: the "
+        "one score's auto prefers among those installed: openvino, else ort]",
+    )
     parser.add_argument("--dicom", default="", help="also time the command on this archive")
     parser.add_argument("--skip", default="", help="comma list of network, archive, procs")
     parser.add_argument("--network-only", action="store_true", help="= --skip archive,procs")
@@ -288,10 +345,13 @@ def main() -> None:
         skip |= {"archive", "procs"}
     import torch
 
+    from petctiqa.scoring.runtime import ONNX_RUNTIMES, runtime_available
+
+    args.runtime = args.runtime or next(n for n in ONNX_RUNTIMES if runtime_available(n))
     torch.set_num_threads(args.threads)
     print(
         f"threads={args.threads} batch={args.batch} jobs={args.jobs} cores={os.cpu_count()} "
-        f"stride={args.slice_stride} load={os.getloadavg()[0]:.2f}"
+        f"stride={args.slice_stride} runtime={args.runtime} load={os.getloadavg()[0]:.2f}"
     )
     with tempfile.TemporaryDirectory() as folder:
         work = Path(args.work or folder)
@@ -299,7 +359,7 @@ def main() -> None:
         names = args.models.split(",")
         checkpoints = {n: make_checkpoint(n, work / f"{n}.pt") for n in names}
         if "network" not in skip and "msiqa" in checkpoints:
-            network_speed(checkpoints["msiqa"], work / "onnx", args.steps, args.batch)
+            network_speed(checkpoints["msiqa"], work / "onnx", args.steps, args.batch, args.threads)
         phantom = phantom_archive(args, work)
         if "archive" not in skip:
             for name in names:

@@ -208,18 +208,19 @@ class Scorer:
         ``auto`` judge whether an ONNX export pays (:func:`choose_runtime`)."""
         # lazy: torch; archive decoding workers import this module (scoring/work.py) without it
         from petctiqa.scoring.runtime import (
-            OrtModel,
+            ONNX_RUNTIMES,
+            OnnxModel,
             choose_runtime,
             default_cache_dir,
-            ort_available,
             prepare_runtime,
+            runtime_available,
         )
 
         cache = Path(cache_dir) if cache_dir else default_cache_dir()
-        probe = OrtModel(self.model, self.checkpoint_path, batch_size, cache, 1)
+        probe = OnnxModel(self.model, self.checkpoint_path, batch_size, cache, 1)
         cached = (
             self.device.type == "cpu"
-            and ort_available()
+            and any(runtime_available(name) for name in ONNX_RUNTIMES)
             and any(probe.cache_path(shape).is_file() for shape in self.input_shapes())
         )
         name, why = choose_runtime(runtime, self.device.type, inputs, cached)

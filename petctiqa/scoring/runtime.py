@@ -1,23 +1,27 @@
 """Inference runtimes for scoring: PyTorch eager, or the same network exported to ONNX and run
-by ONNX Runtime (``ort``), the fast CPU path (figures and the choice: docs/scoring.md).
+by ONNX Runtime (``ort``) or OpenVINO (``openvino``), the fast CPU paths (figures and the choice:
+docs/scoring.md).
 
 :func:`prepare_runtime` returns an object with ``eval()`` and ``forward_parts(x)`` that
-:func:`petctiqa.iqa.inference.predict_stacks` drives exactly like the torch model, so both
-runtimes share the one inference path (batching, crop averaging, streaming).
+:func:`petctiqa.iqa.inference.predict_stacks` drives exactly like the torch model, so every
+runtime shares the one inference path (batching, crop averaging, streaming).
 
 The ONNX export is made once per (checkpoint bytes, input shape, batch size, versions) and kept
-in a cache folder; shapes are static (a short last batch is padded by repeating its last input
-and the padding's outputs dropped), because MS-IQA's adaptive pooling sizes come from the input
-size. ``nn.AdaptiveMaxPool1d``, which the exporter cannot translate, is swapped in the exported
-copy for an exactly equal gather + max (:class:`GatherMaxPool1d`).
+in a cache folder that both ONNX runtimes read; shapes are static (a short last batch is padded
+by repeating its last input and the padding's outputs dropped), because MS-IQA's adaptive
+pooling sizes come from the input size. ``nn.AdaptiveMaxPool1d``, which the exporter cannot
+translate, is swapped in the exported copy for an exactly equal gather + max
+(:class:`GatherMaxPool1d`).
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.util
 import os
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +31,23 @@ import torch
 from petctiqa.atomic import atomic_write_bytes
 from petctiqa.errors import ModelError
 
-RUNTIMES = ("auto", "eager", "ort")
+RUNTIMES = ("auto", "eager", "ort", "openvino")
+ONNX_RUNTIMES = ("openvino", "ort")
+"""The runtimes that run the ONNX export, in the order ``auto`` prefers them (OpenVINO measured
+faster than ONNX Runtime here: docs/scoring.md, "Runtime")."""
 AUTO_ORT_MIN_INPUTS = 256
-"""``auto`` picks ONNX Runtime from this many network inputs on when no export is cached yet:
+"""``auto`` picks an ONNX runtime from this many network inputs on when no export is cached yet:
 below it the one-off export costs more than it saves (docs/scoring.md, "Runtime")."""
 PARTS = ("score", "s", "w")
+_RUNTIME_PACKAGES = {"ort": ("onnxruntime",), "openvino": ("openvino",)}
+_EXPORTER_PACKAGES = ("onnx", "onnxscript")
 
 
-def ort_available() -> bool:
-    try:
-        # lazy: a probe of whether the ONNX stack imports here
-        import onnxruntime  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def runtime_available(runtime: str) -> bool:
+    """Whether ``runtime``'s packages and torch's ONNX exporter are installed (a probe: imports
+    nothing)."""
+    needed = (*_RUNTIME_PACKAGES.get(runtime, ()), *_EXPORTER_PACKAGES)
+    return all(importlib.util.find_spec(name) is not None for name in needed)
 
 
 def default_cache_dir() -> Path:
@@ -53,28 +59,32 @@ def default_cache_dir() -> Path:
 
 
 def choose_runtime(requested: str, device_type: str, inputs: int, cached: bool) -> tuple[str, str]:
-    """(runtime, why) for ``requested`` in :data:`RUNTIMES`."""
+    """(runtime, why) for ``requested`` in :data:`RUNTIMES`; ``cached``: an ONNX export of this
+    checkpoint is in the cache."""
     if requested not in RUNTIMES:
         raise ModelError(f"runtime {requested!r} is not one of {', '.join(RUNTIMES)}")
-    if requested == "ort":
+    if requested in ONNX_RUNTIMES:
         if device_type != "cpu":
-            raise ModelError("runtime ort runs on the CPU only; use device cpu", setting="runtime")
-        if not ort_available():
             raise ModelError(
-                "runtime ort needs onnxruntime and onnxscript (pip install them)",
-                setting="runtime",
+                f"runtime {requested} runs on the CPU only; use device cpu", setting="runtime"
             )
-        return "ort", "requested"
+        if not runtime_available(requested):
+            packages = " and ".join((*_RUNTIME_PACKAGES[requested], *_EXPORTER_PACKAGES))
+            raise ModelError(
+                f"runtime {requested} needs {packages} (pip install them)", setting="runtime"
+            )
+        return requested, "requested"
     if requested == "eager":
         return "eager", "requested"
     if device_type != "cpu":
         return "eager", f"device {device_type}"
-    if not ort_available():
-        return "eager", "onnxruntime is not installed"
+    fast = next((name for name in ONNX_RUNTIMES if runtime_available(name)), None)
+    if fast is None:
+        return "eager", "neither openvino nor onnxruntime is installed"
     if cached:
-        return "ort", "export cached"
+        return fast, "export cached"
     if inputs >= AUTO_ORT_MIN_INPUTS:
-        return "ort", f"{inputs} inputs >= {AUTO_ORT_MIN_INPUTS}"
+        return fast, f"{inputs} inputs >= {AUTO_ORT_MIN_INPUTS}"
     return "eager", f"{inputs} inputs < {AUTO_ORT_MIN_INPUTS} (the ONNX export would not pay)"
 
 
@@ -125,14 +135,13 @@ def exportable_copy(model):
 
 
 def export_key(checkpoint: Path, shape: tuple[int, ...]) -> str:
-    """Cache name: checkpoint content, input shape and the versions that shape the graph."""
-    import onnxruntime  # lazy: slow to import; only the ORT runtime needs it
-
+    """Cache name: checkpoint content, input shape and the versions that shape the graph (torch
+    and its exporter, onnxscript; not the runtime that reads it)."""
     digest = hashlib.sha256()
     with open(checkpoint, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    digest.update(repr((shape, torch.__version__, onnxruntime.__version__)).encode())
+    digest.update(repr((shape, torch.__version__, version("onnxscript"))).encode())
     return digest.hexdigest()[:32]
 
 
@@ -149,8 +158,9 @@ def export_onnx(model, shape: tuple[int, ...], target: Path) -> None:
         atomic_write_bytes(target, path.read_bytes())
 
 
-class OrtModel:
-    """ONNX Runtime sessions standing in for a torch model in ``predict_stacks``."""
+class OnnxModel:
+    """The cached ONNX export of ``model`` standing in for it in ``predict_stacks``; subclasses
+    open the export with one runtime (:meth:`open`) and run a batch through it (:meth:`run`)."""
 
     def __init__(
         self, model, checkpoint: Path, batch_size: int, cache_dir: Path, threads: int
@@ -162,30 +172,25 @@ class OrtModel:
         self.threads = threads
         self.sessions: dict[tuple[int, ...], Any] = {}
 
-    def eval(self) -> OrtModel:
+    def eval(self) -> OnnxModel:
         return self
 
     def cache_path(self, item_shape: tuple[int, ...]) -> Path:
         shape = (self.batch_size, *item_shape)
         return self.cache_dir / f"{export_key(self.checkpoint, shape)}.onnx"
 
+    def open(self, path: Path) -> Any:
+        raise NotImplementedError
+
+    def run(self, session: Any, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
     def session(self, item_shape: tuple[int, ...]):
         if item_shape not in self.sessions:
-            import onnxruntime as ort  # lazy: slow to import; only the ORT runtime needs it
-
             path = self.cache_path(item_shape)
             if not path.is_file():
                 export_onnx(self.model, (self.batch_size, *item_shape), path)
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = self.threads
-            options.inter_op_num_threads = 1
-            options.log_severity_level = 3
-            # Idle ORT threads spin by default; on a CPU shared with other work that spinning
-            # costs more than it saves (docs/scoring.md, "Runtime").
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self.sessions[item_shape] = ort.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"]
-            )
+            self.sessions[item_shape] = self.open(path)
         return self.sessions[item_shape]
 
     def warm(self, item_shapes: list[tuple[int, ...]]) -> None:
@@ -200,9 +205,53 @@ class OrtModel:
         if count < self.batch_size:
             pad = np.repeat(batch[-1:], self.batch_size - count, axis=0)
             batch = np.concatenate([batch, pad])
-        (out,) = self.session(tuple(batch.shape[1:])).run(None, {"x": batch})
-        out = torch.from_numpy(out[:count])
+        out = self.run(self.session(tuple(batch.shape[1:])), batch)
+        out = torch.from_numpy(np.array(out[:count], dtype=np.float32))
         return {key: out[:, i] for i, key in enumerate(PARTS)}
+
+
+class OrtModel(OnnxModel):
+    """The export run by ONNX Runtime's CPU execution provider."""
+
+    def open(self, path: Path) -> Any:
+        import onnxruntime as ort  # lazy: slow to import; only the ORT runtime needs it
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        # Idle ORT threads spin by default; on a CPU shared with other work that spinning
+        # costs more than it saves (docs/scoring.md, "Runtime").
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def run(self, session: Any, batch: np.ndarray) -> np.ndarray:
+        (out,) = session.run(None, {"x": batch})
+        return out
+
+
+class OpenVinoModel(OnnxModel):
+    """The export compiled by OpenVINO for the CPU, in float32."""
+
+    def open(self, path: Path) -> Any:
+        import openvino  # lazy: slow to import; only the OpenVINO runtime needs it
+
+        config = {
+            "PERFORMANCE_HINT": "LATENCY",  # one request of a whole batch at a time
+            "INFERENCE_NUM_THREADS": self.threads,
+            # On CPUs with bf16 units (AVX-512 BF16, AMX) OpenVINO would compute in bf16 by
+            # default: scores would then miss eager's within 1e-3.
+            "INFERENCE_PRECISION_HINT": "f32",
+        }
+        compiled = openvino.Core().compile_model(str(path), "CPU", config)
+        return compiled.create_infer_request()
+
+    def run(self, session: Any, batch: np.ndarray) -> np.ndarray:
+        session.infer({0: batch})
+        return session.get_output_tensor(0).data
+
+
+_ONNX_MODELS = {"ort": OrtModel, "openvino": OpenVinoModel}
 
 
 def prepare_runtime(
@@ -213,10 +262,10 @@ def prepare_runtime(
     cache_dir: Path | None = None,
     threads: int | None = None,
 ):
-    """The object ``predict_stacks`` should drive for ``runtime`` ("eager" or "ort")."""
+    """The object ``predict_stacks`` should drive for ``runtime`` (eager, ort or openvino)."""
     if runtime == "eager":
         return model
-    return OrtModel(
+    return _ONNX_MODELS[runtime](
         model,
         checkpoint,
         batch_size,

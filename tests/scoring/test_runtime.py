@@ -1,4 +1,4 @@
-"""The ONNX Runtime path scores like eager PyTorch; the runtime choice."""
+"""The ONNX paths (ONNX Runtime, OpenVINO) score like eager PyTorch; the runtime choice."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import torch
 
 from petctiqa.errors import ModelError
 from petctiqa.iqa.score import Scorer
+from petctiqa.scoring import runtime as runtime_module
 from petctiqa.scoring.runtime import AUTO_ORT_MIN_INPUTS, GatherMaxPool1d, choose_runtime
+
+ONNX_PACKAGE = {"ort": "onnxruntime", "openvino": "openvino"}
 
 
 def test_gather_max_pool_equals_adaptive_max_pool():
@@ -18,37 +21,55 @@ def test_gather_max_pool_equals_adaptive_max_pool():
         assert torch.equal(a, b)
 
 
-def test_ort_scores_equal_eager_within_1e_3(checkpoint, archive, tmp_path):
-    pytest.importorskip("onnxruntime")
+@pytest.mark.parametrize("runtime", ["ort", "openvino"])
+def test_onnx_runtime_scores_equal_eager_within_1e_3(runtime, checkpoint, archive, tmp_path):
+    pytest.importorskip(ONNX_PACKAGE[runtime])
     scorer = Scorer(checkpoint, "cpu")
     images = sorted((archive / "images").glob("*.png"))
     eager = scorer.score(images, batch_size=2)
-    model, name, why = scorer.runtime_model("ort", len(images), 2, cache_dir=tmp_path / "onnx")
-    assert (name, why) == ("ort", "requested")
+    model, name, why = scorer.runtime_model(runtime, len(images), 2, cache_dir=tmp_path / "onnx")
+    assert (name, why) == (runtime, "requested")
+    assert type(model).__name__ == {"ort": "OrtModel", "openvino": "OpenVinoModel"}[runtime]
     model.warm(scorer.input_shapes())  # the session opens before the first batch
     assert list(model.sessions) == [(3, 64, 64)]
     fast = scorer.score(images, batch_size=2, model=model)  # 3 images: a padded last batch
     assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 1
+    assert len({round(r.score, 6) for r in eager}) == len(eager)  # distinct scores to compare
     for a, b in zip(eager, fast, strict=True):
         assert a.source == b.source
         assert abs(a.score - b.score) < 1e-3 and abs(a.w - b.w) < 1e-3
-    # auto picks the cached export
+    # auto picks the cached export, in the runtime it prefers (OpenVINO when installed)
     _, name, why = scorer.runtime_model("auto", 1, 2, cache_dir=tmp_path / "onnx")
-    assert (name, why) == ("ort", "export cached")
+    preferred = "openvino" if runtime_module.runtime_available("openvino") else "ort"
+    assert (name, why) == (preferred, "export cached")
 
 
-def test_runtime_choice():
+def test_runtime_choice(monkeypatch):
     assert choose_runtime("eager", "cpu", 10**6, True) == ("eager", "requested")
     assert choose_runtime("auto", "cuda", 10**6, False)[0] == "eager"
-    assert choose_runtime("auto", "cpu", AUTO_ORT_MIN_INPUTS - 1, False)[0] == "eager"
-    assert choose_runtime("auto", "cpu", AUTO_ORT_MIN_INPUTS, False)[0] == "ort"
     with pytest.raises(ModelError, match="CPU only"):
         choose_runtime("ort", "cuda", 1, False)
+    with pytest.raises(ModelError, match="runtime openvino runs on the CPU only"):
+        choose_runtime("openvino", "cuda", 1, False)
+    with pytest.raises(ModelError, match="not one of auto, eager, ort, openvino"):
+        choose_runtime("tensorrt", "cpu", 1, False)
+    for installed, fast in (({"ort", "openvino"}, "openvino"), ({"ort"}, "ort")):
+        monkeypatch.setattr(runtime_module, "runtime_available", installed.__contains__)
+        assert choose_runtime("auto", "cpu", AUTO_ORT_MIN_INPUTS - 1, False)[0] == "eager"
+        assert choose_runtime("auto", "cpu", AUTO_ORT_MIN_INPUTS, False)[0] == fast
+        assert choose_runtime("auto", "cpu", 1, True) == (fast, "export cached")
+    monkeypatch.setattr(runtime_module, "runtime_available", lambda name: False)
+    assert choose_runtime("auto", "cpu", 10**6, True) == (
+        "eager", "neither openvino nor onnxruntime is installed"
+    )  # fmt: skip
+    with pytest.raises(ModelError, match="runtime openvino needs openvino and onnx and onnxscript"):
+        choose_runtime("openvino", "cpu", 1, False)
 
 
-def test_petct_cnn_whole_image_ort_equals_eager(archive, tmp_path):
+@pytest.mark.parametrize("runtime", ["ort", "openvino"])
+def test_petct_cnn_whole_image_onnx_equals_eager(runtime, archive, tmp_path):
     """petct-cnn evaluates whole images (grid 0): one export per image size."""
-    pytest.importorskip("onnxruntime")
+    pytest.importorskip(ONNX_PACKAGE[runtime])
     from PIL import Image
 
     from petctiqa.iqa.checkpoint import save_checkpoint
@@ -75,7 +96,7 @@ def test_petct_cnn_whole_image_ort_equals_eager(archive, tmp_path):
     images.append(wide)
     scorer = Scorer(path, "cpu")
     eager = scorer.score(images, batch_size=2)
-    model_ort, name, _ = scorer.runtime_model("ort", 4, 2, cache_dir=tmp_path / "onnx")
+    model_ort, name, _ = scorer.runtime_model(runtime, 4, 2, cache_dir=tmp_path / "onnx")
     fast = scorer.score(images, batch_size=2, model=model_ort)
     assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 2  # 48 x 48 and 48 x 80
     assert len({round(r.score, 4) for r in eager}) > 1
