@@ -35,7 +35,7 @@ RUNTIMES = ("auto", "eager", "ort", "openvino")
 ONNX_RUNTIMES = ("openvino", "ort")
 """The runtimes that run the ONNX export, in the order ``auto`` prefers them (OpenVINO measured
 faster than ONNX Runtime here: docs/scoring.md, "Runtime")."""
-AUTO_ORT_MIN_INPUTS = 256
+AUTO_ONNX_MIN_INPUTS = 256
 """``auto`` picks an ONNX runtime from this many network inputs on when no export is cached yet:
 below it the one-off export costs more than it saves (docs/scoring.md, "Runtime")."""
 PARTS = ("score", "s", "w")
@@ -83,9 +83,9 @@ def choose_runtime(requested: str, device_type: str, inputs: int, cached: bool) 
         return "eager", "neither openvino nor onnxruntime is installed"
     if cached:
         return fast, "export cached"
-    if inputs >= AUTO_ORT_MIN_INPUTS:
-        return fast, f"{inputs} inputs >= {AUTO_ORT_MIN_INPUTS}"
-    return "eager", f"{inputs} inputs < {AUTO_ORT_MIN_INPUTS} (the ONNX export would not pay)"
+    if inputs >= AUTO_ONNX_MIN_INPUTS:
+        return fast, f"{inputs} inputs >= {AUTO_ONNX_MIN_INPUTS}"
+    return "eager", f"{inputs} inputs < {AUTO_ONNX_MIN_INPUTS} (the ONNX export would not pay)"
 
 
 class GatherMaxPool1d:

@@ -8,7 +8,7 @@ import torch
 from petctiqa.errors import ModelError
 from petctiqa.iqa.score import Scorer
 from petctiqa.scoring import runtime as runtime_module
-from petctiqa.scoring.runtime import AUTO_ORT_MIN_INPUTS, GatherMaxPool1d, choose_runtime
+from petctiqa.scoring.runtime import AUTO_ONNX_MIN_INPUTS, GatherMaxPool1d, choose_runtime
 
 ONNX_PACKAGE = {"ort": "onnxruntime", "openvino": "openvino"}
 
@@ -55,8 +55,8 @@ def test_runtime_choice(monkeypatch):
         choose_runtime("tensorrt", "cpu", 1, False)
     for installed, fast in (({"ort", "openvino"}, "openvino"), ({"ort"}, "ort")):
         monkeypatch.setattr(runtime_module, "runtime_available", installed.__contains__)
-        assert choose_runtime("auto", "cpu", AUTO_ORT_MIN_INPUTS - 1, False)[0] == "eager"
-        assert choose_runtime("auto", "cpu", AUTO_ORT_MIN_INPUTS, False)[0] == fast
+        assert choose_runtime("auto", "cpu", AUTO_ONNX_MIN_INPUTS - 1, False)[0] == "eager"
+        assert choose_runtime("auto", "cpu", AUTO_ONNX_MIN_INPUTS, False)[0] == fast
         assert choose_runtime("auto", "cpu", 1, True) == (fast, "export cached")
     monkeypatch.setattr(runtime_module, "runtime_available", lambda name: False)
     assert choose_runtime("auto", "cpu", 10**6, True) == (
