@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from petctiqa.colormaps import apply_colormap
+from petctiqa.colormaps import apply_colormap, colormap_planes
 from petctiqa.dicom.records import Volume
 from petctiqa.errors import PetctiqaError
 from petctiqa.protocol import RENDER_MODES, RenderSettings
@@ -144,12 +144,44 @@ def _resample_axis_aligned(
         return out
     j0, j1, wj, j_inside = _linear_taps(j, n_j)
     i0, i1, wi, i_inside = _linear_taps(i, n_i)
+    # j and i are linear (so monotone) in the CT row and column: the inside pixels form one
+    # rectangle, and computing only there gives the same values without a masked copy.
+    row_span, col_span = _true_span(j_inside), _true_span(i_inside)
+    if row_span is None or col_span is None:
+        return out
+    j0, j1, wj = j0[row_span], j1[row_span], wj[row_span]
+    i0, i1, wi = i0[col_span], i1[col_span], wi[col_span]
     plane = (1.0 - wk[0]) * pet.array[k0[0]].astype(np.float64) + wk[0] * pet.array[k1[0]]
     along_rows = (1.0 - wj)[:, None] * plane[j0] + wj[:, None] * plane[j1]  # (rows, n_i)
-    values = along_rows[:, i0] * (1.0 - wi) + along_rows[:, i1] * wi  # (rows, cols)
-    inside = j_inside[:, None] & i_inside[None, :]
-    out[inside] = values[inside]
+    _interpolate_columns(along_rows, i0, i1, wi, out[row_span, col_span])
     return out
+
+
+_ROW_BLOCK = 64
+"""Rows per pass of :func:`_interpolate_columns` (float64 temporaries that stay in cache)."""
+
+
+def _interpolate_columns(
+    along_rows: np.ndarray, i0: np.ndarray, i1: np.ndarray, wi: np.ndarray, out: np.ndarray
+) -> None:
+    """``out = along_rows[:, i0] * (1 - wi) + along_rows[:, i1] * wi`` (cast to ``out``'s
+    float32), in blocks of rows: the same float64 operations per pixel, without full-slice
+    float64 temporaries that cost more in memory traffic than in arithmetic."""
+    w0 = 1.0 - wi
+    for first in range(0, along_rows.shape[0], _ROW_BLOCK):
+        block = along_rows[first : first + _ROW_BLOCK]
+        lower = block.take(i0, axis=1)
+        lower *= w0
+        upper = block.take(i1, axis=1)
+        upper *= wi
+        lower += upper
+        out[first : first + _ROW_BLOCK] = lower
+
+
+def _true_span(mask: np.ndarray) -> slice | None:
+    """The slice from the first to the last True of a 1-D mask (None when all False)."""
+    true = np.flatnonzero(mask)
+    return slice(int(true[0]), int(true[-1]) + 1) if true.size else None
 
 
 # ----------------------------------------------------------------------------- fusion
@@ -187,11 +219,15 @@ def window_ct(ct_hu: np.ndarray, width: float, level: float) -> np.ndarray:
     return np.clip(grey, 0.0, 1.0, out=grey)
 
 
+def _scaled_suv(pet_suv: np.ndarray, settings: RenderSettings) -> np.ndarray:
+    """``(SUV - suv_min) / (suv_max - suv_min)`` in float32, NaN taken as 0 (colour map input)."""
+    span = np.float32(settings.suv_max - settings.suv_min)
+    return (np.nan_to_num(np.asarray(pet_suv, np.float32)) - np.float32(settings.suv_min)) / span
+
+
 def pet_colour(pet_suv: np.ndarray, settings: RenderSettings) -> np.ndarray:
     """PET colour in [0, 1]^3 (float32, shape + (3,)); 0 (and NaN) uptake is black."""
-    span = np.float32(settings.suv_max - settings.suv_min)
-    scaled = (np.nan_to_num(np.asarray(pet_suv, np.float32)) - np.float32(settings.suv_min)) / span
-    return apply_colormap(scaled, settings.colormap)
+    return apply_colormap(_scaled_suv(pet_suv, settings), settings.colormap)
 
 
 def fuse_pet_on_ct(ct_hu: np.ndarray, pet_suv: np.ndarray, settings: RenderSettings) -> np.ndarray:
@@ -209,22 +245,37 @@ def fuse_pet_on_ct(ct_hu: np.ndarray, pet_suv: np.ndarray, settings: RenderSetti
             f"CT and PET slices must be 2-D arrays of one shape, got {ct_hu.shape} and "
             f"{pet_suv.shape}"
         )
+    planes = _fused_planes(ct_hu, pet_suv, settings)
+    peak = float(planes.max())
+    scale = 255.0 / peak if settings.normalize_max and peak > 0 else 255.0
+    planes *= np.float32(scale)
+    np.clip(planes, 0.0, 255.0, out=planes)
+    np.rint(planes, out=planes)
+    red, green, blue = planes.astype(np.uint8)
+    return cv2.merge((red, green, blue))  # interleaves 8-bit planes ~10x faster than numpy
+
+
+def _fused_planes(ct_hu: np.ndarray, pet_suv: np.ndarray, settings: RenderSettings) -> np.ndarray:
+    """float32 (3, size, size): ``ct_weight * grey + pet_weight * colour`` before scaling.
+
+    Channel-planar so each step is a contiguous pass (on (size, size, 3) numpy broadcasts the
+    grey over a 3-long inner axis, several times slower); each pixel sees the same float32
+    operations in the same order as an interleaved render, so the result is bit-identical.
+    """
     size = settings.size
-    rgb = np.zeros((size, size, 3), dtype=np.float32)
+    planes = np.zeros((3, size, size), dtype=np.float32)
     if settings.mode in ("fused", "ct"):
         ct_square = square_and_resize(ct_hu, size, AIR_HU)
         grey = window_ct(ct_square, settings.ct_window_width, settings.ct_window_level)
         weight = settings.ct_weight if settings.mode == "fused" else 1.0
-        rgb += (np.float32(weight) * grey)[..., None]
+        planes += (np.float32(weight) * grey)[None]
     if settings.mode in ("fused", "pet"):
         pet_square = square_and_resize(np.nan_to_num(pet_suv), size, 0.0)
         weight = settings.pet_weight if settings.mode == "fused" else 1.0
-        rgb += np.float32(weight) * pet_colour(pet_square, settings)
-    peak = float(rgb.max())
-    scale = 255.0 / peak if settings.normalize_max and peak > 0 else 255.0
-    rgb *= np.float32(scale)
-    np.clip(rgb, 0.0, 255.0, out=rgb)
-    return np.rint(rgb).astype(np.uint8)
+        colour = colormap_planes(_scaled_suv(pet_square, settings), settings.colormap)
+        colour *= np.float32(weight)
+        planes += colour
+    return planes
 
 
 def render_slice(ct: Volume, pet: Volume, ct_slice: int, settings: RenderSettings) -> np.ndarray:
