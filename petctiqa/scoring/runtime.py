@@ -242,6 +242,10 @@ class OpenVinoModel(OnnxModel):
             # On CPUs with bf16 units (AVX-512 BF16, AMX) OpenVINO would compute in bf16 by
             # default: scores would then miss eager's within 1e-3.
             "INFERENCE_PRECISION_HINT": "f32",
+            # OpenVINO pins its threads to cores, the same cores in every process: torchrun's
+            # processes then took turns on one core. Pinning only a node's single process
+            # (docs/scoring.md, "2 processes vs 1").
+            "ENABLE_CPU_PINNING": int(os.environ.get("LOCAL_WORLD_SIZE", "1")) <= 1,
         }
         compiled = openvino.Core().compile_model(str(path), "CPU", config)
         return compiled.create_infer_request()
