@@ -37,6 +37,19 @@ from petctiqa_cli._common import echo_warnings, main_rank
     "ONNX Runtime / OpenVINO in float32 (CPU, faster, scores within 1e-3 of eager); auto: "
     "openvino (else ort) on the CPU when enough inputs make the export pay, eager otherwise.",
 )
+@click.option(
+    "--amp",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "bf16", "fp16", "off"]),
+    help="Mixed precision of the eager model: auto = bf16 (fp16 where bf16 is unsupported) on "
+    "CUDA, none on the CPU; off for float32 scores on CUDA.",
+)
+@click.option(
+    "--channels-last/--no-channels-last",
+    default=None,
+    help="channels_last memory format for the eager model [default: on CUDA only].",
+)
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1))
 @click.option(
     "--jobs",
@@ -73,6 +86,8 @@ def score(
     out_path: Path | None,
     device: str,
     runtime: str,
+    amp: str,
+    channels_last: bool | None,
     batch_size: int,
     jobs: int | None,
     threshold: float,
@@ -86,6 +101,7 @@ def score(
       petctiqa score image.png --checkpoint run/best.pt
       petctiqa score ARCHIVE/ --checkpoint run/best.pt --out scores.csv
       petctiqa score study_dicom/ --checkpoint run/best.pt --slice-stride 10 --out s.json
+      petctiqa score ARCHIVE/ --checkpoint run/best.pt --device cpu --runtime openvino --out s.csv
       torchrun --nproc_per_node 2 -m petctiqa_cli.main score ARCHIVE/ --checkpoint run/best.pt --out scores.csv
 
     \b
@@ -109,12 +125,13 @@ def score(
     archive = out_path is not None and out_path.suffix.lower() == ".csv"
     with echo_warnings():
         if archive:
+            precision = {"amp": amp, "channels_last": channels_last}
             code = _score_archive(
                 images, checkpoint, out_path, device, runtime, batch_size, jobs, threshold,
-                slice_stride, protocol,
+                slice_stride, protocol, precision,
             )  # fmt: skip
             sys.exit(code)
-        scorer = Scorer(checkpoint, device, protocol=protocol)
+        scorer = Scorer(checkpoint, device, amp=amp, channels_last=channels_last, protocol=protocol)
         _say_scale(scorer)
         model, name, why = scorer.runtime_model(runtime, len(images), batch_size)
         click.echo(f"runtime: {name} ({why})", err=True)
@@ -151,7 +168,7 @@ def _say_scale(scorer) -> None:
 
 def _score_archive(
     images, checkpoint, out_path, device, runtime, batch_size, jobs, threshold, slice_stride,
-    protocol,
+    protocol, precision,
 ) -> int:  # fmt: skip
     # lazy: `petctiqa --help` imports this module; scoring pulls in torch
     import torch
@@ -174,7 +191,7 @@ def _score_archive(
     if jobs is None:
         jobs = default_jobs("cuda" if device.startswith("cuda") else "cpu", torch.get_num_threads())
     start_worker_imports(jobs)  # while the model loads and the archive is walked
-    scorer = Scorer(checkpoint, device, protocol=protocol)
+    scorer = Scorer(checkpoint, device, protocol=protocol, **precision)
     _say_scale(scorer)
     # The runtime's choice needs a count of inputs: units are a fair stand-in (a study holds
     # many slices, so this errs towards eager only for archives that are small anyway).

@@ -152,9 +152,11 @@ class Scorer:
         checkpoint: Path,
         device: str = "auto",
         amp: str = "off",
-        channels_last: bool = False,
+        channels_last: bool | None = False,
         protocol: str | Path | None = None,
     ) -> None:
+        """``amp``: auto (bf16/fp16 autocast on CUDA, none on the CPU), bf16, fp16 or off;
+        ``channels_last``: None = on CUDA only."""
         # lazy: torch; archive decoding workers import this module (scoring/work.py) without it
         from petctiqa.iqa.checkpoint import load_model
         from petctiqa.iqa.device import autocast_dtype, resolve_device
@@ -187,6 +189,8 @@ class Scorer:
             default = load_dataset_protocol()
             self.render_name, self.render_settings = default.name, default.render
         self.amp_dtype = autocast_dtype(self.device, amp)
+        if channels_last is None:
+            channels_last = self.device.type == "cuda"
         self.channels_last = channels_last
         if channels_last:
             import torch  # lazy: as in __init__

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -102,3 +104,27 @@ def test_petct_cnn_whole_image_onnx_equals_eager(runtime, archive, tmp_path):
     assert len({round(r.score, 4) for r in eager}) > 1
     for a, b in zip(eager, fast, strict=True):
         assert abs(a.score - b.score) < 1e-3
+
+
+def test_score_amp_and_channels_last_reach_the_eager_model(checkpoint, archive, tmp_path):
+    from click.testing import CliRunner
+
+    from petctiqa_cli.main import cli
+
+    images = sorted((archive / "images").glob("*.png"))
+    plain = Scorer(checkpoint, "cpu", amp="auto", channels_last=None)  # the CLI's defaults
+    assert plain.amp_dtype is None and plain.channels_last is False  # both are for CUDA
+    low = Scorer(checkpoint, "cpu", amp="bf16", channels_last=True)
+    assert low.amp_dtype == torch.bfloat16 and low.channels_last
+    reference = [r.score for r in plain.score(images, batch_size=2)]
+    mixed = [r.score for r in low.score(images, batch_size=2)]
+    differences = [abs(a - b) for a, b in zip(reference, mixed, strict=True)]
+    assert 1e-5 < max(differences) < 5e-2  # bf16 moves scores, a little
+    out = tmp_path / "scores.json"
+    result = CliRunner().invoke(cli, [
+        "score", *map(str, images), "--checkpoint", str(checkpoint), "--device", "cpu",
+        "--runtime", "eager", "--amp", "bf16", "--channels-last", "--out", str(out),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    written = [row["score"] for row in json.loads(out.read_text())]
+    assert written == pytest.approx(mixed, abs=1e-6)  # the bf16 scores, not the float32 ones
