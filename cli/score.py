@@ -55,7 +55,8 @@ from petctiqa_cli._common import echo_warnings, main_rank
     "--jobs",
     default=None,
     type=click.IntRange(1),
-    help="Worker processes decoding/rendering for .csv output (1: in the scoring process) "
+    help="Worker processes decoding/rendering for .csv output (1: a thread of the scoring "
+    "process) "
     "[default: 2; 1 on a CPU of 1-2 cores that the model's threads fill, where that measured "
     "faster].",
 )

@@ -17,6 +17,7 @@ import math
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -73,8 +74,9 @@ def journal_settings(scorer, options: ArchiveOptions) -> dict[str, Any]:
 def default_jobs(device_type: str, model_threads: int, cores: int | None = None) -> int:
     """Decoding workers when none are asked for: 2, except on a CPU of at most 2 cores (this
     process's share of them under torchrun) that the model's threads fill. There, rendering in
-    this process between batches measured faster than rendering beside the model in workers,
-    which took cores from the model's threads (docs/scoring.md); larger CPUs were not measured."""
+    a thread of this process measured faster than rendering in worker processes, which took
+    more of the cores from the model's threads (docs/scoring.md); larger CPUs were not
+    measured."""
     if cores is None:
         cores = threads_per_process()
     if device_type == "cpu" and cores <= 2 and model_threads >= cores:
@@ -85,13 +87,24 @@ def default_jobs(device_type: str, model_threads: int, cores: int | None = None)
 def start_worker_imports(jobs: int) -> None:
     """Start the fork server that decoding workers come from, so that its imports (seconds)
     run while the caller loads the model and walks the archive; the pool made later reuses it
-    (:func:`petctiqa.pool.process_pool`). Nothing to do for ``jobs`` 1 (decoding in-process)."""
+    (:func:`petctiqa.pool.process_pool`). Nothing to do for ``jobs`` 1 (decoding in a thread)."""
     if jobs > 1:
         process_pool(jobs, WORKER_IMPORTS).shutdown(wait=False)
 
 
+def decoding_executor(jobs: int) -> Executor:
+    """Where units are decoded: ``jobs`` worker processes, or for ``jobs`` 1 one thread of this
+    process. The thread renders the next units while the model runs (NumPy, OpenCV and the
+    ONNX runtimes release the GIL): on 2 cores it beat rendering between batches, e.g.
+    petct-cnn archive / pure 0.75-0.79 vs 0.69 (docs/scoring.md)."""
+    if jobs == 1:
+        return ThreadPoolExecutor(1, thread_name_prefix="petctiqa-render")
+    return process_pool(jobs, WORKER_IMPORTS)
+
+
 class _Decoder:
-    """Decoded units in order from worker processes that run ahead by ``2 x jobs`` units.
+    """Decoded units in order from :func:`decoding_executor`, running ahead by ``2 x jobs``
+    units.
 
     The workers start (fork server, imports) and take their first units in a thread as soon
     as this is made, so the caller can prepare the model (ONNX Runtime session) meanwhile
@@ -100,7 +113,7 @@ class _Decoder:
 
     def __init__(self, units: Sequence[Unit], options: ArchiveOptions, scorer) -> None:
         self.args = (options.slice_stride, scorer.render_settings, scorer.preprocessing)
-        self.pool = process_pool(options.jobs, WORKER_IMPORTS)
+        self.pool = decoding_executor(options.jobs)
         self.ahead = 2 * options.jobs
         self.todo = iter(units)
         self.queue: deque = deque()

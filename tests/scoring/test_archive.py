@@ -183,6 +183,31 @@ def test_workers_and_a_given_walk_write_the_same_file(archive, checkpoint, tmp_p
     assert texts[0].count("\nslice,") >= 2 and texts[0].count("\nimage,") == 3
 
 
+def test_jobs_1_renders_in_a_thread_beside_the_model(archive, checkpoint, tmp_path, monkeypatch):
+    """With jobs 1 units are decoded in one thread of the scoring process (rendering the next
+    study while the model runs), not inline between batches nor in worker processes."""
+    import threading
+
+    from petctiqa.iqa.score import Scorer
+    from petctiqa.scoring import archive as archive_module
+
+    threads = []
+
+    def recording_decode(*args):
+        threads.append(threading.current_thread().name)
+        return decode(*args)
+
+    decode = archive_module.decode_unit
+    monkeypatch.setattr(archive_module, "decode_unit", recording_decode)
+    scorer = Scorer(checkpoint, "cpu")
+    options = archive_module.ArchiveOptions(batch_size=2, slice_stride=8, jobs=1)
+    result = archive_module.score_archive(
+        scorer, [archive], tmp_path / "s.csv", scorer.model, options
+    )
+    assert result is not None and result.units == 4 == len(threads)
+    assert {name.split("_")[0] for name in threads} == {"petctiqa-render"}
+
+
 def test_threads_per_process_shares_the_node_cores(monkeypatch):
     from petctiqa.scoring.shard import threads_per_process
 
