@@ -28,7 +28,7 @@ from petctiqa.iqa.inference import predict_stacks
 from petctiqa.pool import process_pool
 from petctiqa.scoring.journal import JournalWriter, check_settings, journal_dir, read_journal
 from petctiqa.scoring.shard import threads_per_process
-from petctiqa.scoring.walk import Unit, file_sha256, walk_inputs
+from petctiqa.scoring.walk import Unit, checkpoint_sha256, walk_inputs
 from petctiqa.scoring.work import Decoded, decode_unit
 
 SCALE = "0..4 MOS"
@@ -63,7 +63,7 @@ class ArchiveResult:
 def journal_settings(scorer, options: ArchiveOptions) -> dict[str, Any]:
     """What the journal's scores depend on (a journal with other settings is refused)."""
     return {
-        "checkpoint_sha256": file_sha256(scorer.checkpoint_path),
+        "checkpoint_sha256": checkpoint_sha256(scorer.checkpoint_path),
         "model": scorer.model_name,
         "preprocessing": scorer.preprocessing.to_dict(),
         "render": {"name": scorer.render_name, **asdict(scorer.render_settings)},
@@ -216,7 +216,7 @@ def score_archive(
     units: Sequence[Unit] | None = None,
 ) -> ArchiveResult | None:
     """Score ``inputs`` into ``out`` (.csv) with ``model`` (the object ``predict_stacks``
-    drives: the torch model or :class:`petctiqa.scoring.runtime.OrtModel`).
+    drives: the torch model or a :class:`petctiqa.scoring.runtime.OnnxModel`).
 
     ``barrier`` (a callable) separates scoring from rank 0's merge under torchrun. ``units``:
     ``walk_inputs(inputs, options.slice_stride)`` when the caller has it already (indexing a

@@ -30,6 +30,8 @@ import torch
 
 from petctiqa.atomic import atomic_write_bytes
 from petctiqa.errors import ModelError
+from petctiqa.scoring.shard import local_world_size
+from petctiqa.scoring.walk import checkpoint_sha256
 
 RUNTIMES = ("auto", "eager", "ort", "openvino")
 ONNX_RUNTIMES = ("openvino", "ort")
@@ -137,12 +139,8 @@ def exportable_copy(model):
 def export_key(checkpoint: Path, shape: tuple[int, ...]) -> str:
     """Cache name: checkpoint content, input shape and the versions that shape the graph (torch
     and its exporter, onnxscript; not the runtime that reads it)."""
-    digest = hashlib.sha256()
-    with open(checkpoint, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    digest.update(repr((shape, torch.__version__, version("onnxscript"))).encode())
-    return digest.hexdigest()[:32]
+    versions = (shape, torch.__version__, version("onnxscript"))
+    return hashlib.sha256(f"{checkpoint_sha256(checkpoint)}{versions!r}".encode()).hexdigest()[:32]
 
 
 def export_onnx(model, shape: tuple[int, ...], target: Path) -> None:
@@ -245,7 +243,7 @@ class OpenVinoModel(OnnxModel):
             # OpenVINO pins its threads to cores, the same cores in every process: torchrun's
             # processes then took turns on one core. Pinning only a node's single process
             # (docs/scoring.md, "2 processes vs 1").
-            "ENABLE_CPU_PINNING": int(os.environ.get("LOCAL_WORLD_SIZE", "1")) <= 1,
+            "ENABLE_CPU_PINNING": local_world_size() == 1,
         }
         compiled = openvino.Core().compile_model(str(path), "CPU", config)
         return compiled.create_infer_request()

@@ -39,13 +39,17 @@ def torchrun_shard() -> Shard:
     )
 
 
+def local_world_size() -> int:
+    """How many processes torchrun started on this node (1 when not under torchrun)."""
+    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
 def threads_per_process(cores: int | None = None) -> int:
     """Model threads for one of this node's ``LOCAL_WORLD_SIZE`` processes: the node's cores
     shared out among them. torchrun sets ``OMP_NUM_THREADS=1`` for every process it starts,
     which leaves cores idle when a node has more cores than processes, and a thread count
     set by hand for a single process oversubscribes the cores once several run."""
-    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    return max(1, (cores or available_cores()) // local)
+    return max(1, (cores or available_cores()) // local_world_size())
 
 
 def broadcast_flag(shard: Shard, value: int) -> int:

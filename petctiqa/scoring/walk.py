@@ -9,6 +9,7 @@ order given: image files of a folder sorted by path, then the folder's PET/CT pa
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,6 +46,19 @@ def file_sha256(path: Path) -> str:
     except OSError as exc:
         return f"unreadable({exc.strerror or exc})"
     return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=4)
+def _file_sha256_at(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(Path(path))
+
+
+def checkpoint_sha256(path: Path) -> str:
+    """:func:`file_sha256` of a checkpoint, hashed once per run while its size and modification
+    time stay the same: the journal's settings and each ONNX export's cache key need it, and a
+    checkpoint is hundreds of MB."""
+    stat = Path(path).stat()
+    return _file_sha256_at(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 def image_unit(path: Path, root: Path) -> Unit:
