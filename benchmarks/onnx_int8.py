@@ -55,16 +55,6 @@ def quantise(source: Path, target: Path, batch: int) -> float:
     return time.perf_counter() - start
 
 
-def session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def mos_scores(scorer, runner, x: np.ndarray) -> np.ndarray:
     """Scores on the 0..4 scale (the checkpoint's label scale) of ``runner`` on ``x``."""
     import torch
@@ -90,13 +80,14 @@ def main() -> None:
         work = Path(args.work or folder)
         work.mkdir(parents=True, exist_ok=True)
         scorer = Scorer(make_checkpoint("msiqa", work / "msiqa.pt"), "cpu")
+        # score's own ONNX Runtime path: its export, and its session options for both models
         fp32 = scorer.runtime_model("ort", 1, args.batch, cache_dir=work / "onnx")[0]
-        source = fp32.cache_path((3, 224, 224))
-        fp32.warm([(3, 224, 224)])
+        shape = (3, 224, 224)
+        float32 = fp32.session(shape)
         int8 = work / "msiqa-int8.onnx"
         if not int8.is_file():
-            print(f"int8 quantisation: {quantise(source, int8, args.batch):.1f} s")
-        sessions = {"float32": session(source, args.threads), "int8": session(int8, args.threads)}
+            print(f"int8 quantisation: {quantise(fp32.cache_path(shape), int8, args.batch):.1f} s")
+        sessions = {"float32": float32, "int8": fp32.open(int8)}
         x = np.random.default_rng(1).standard_normal((args.batch, 3, 224, 224), dtype=np.float32)
         scores = {name: mos_scores(scorer, runner, x) for name, runner in sessions.items()}
         difference = float(np.abs(scores["int8"] - scores["float32"]).max())
